@@ -1,0 +1,350 @@
+"""The `coat-pipe` command line: thin commands, each one call into `stages.*` or `store_schema`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from pipeline.errors import UserError
+from pipeline.progress import console, out
+
+app = typer.Typer(
+    help="Continuous Audio Thinking: extract expert targets once, then train LALMs to think in audio.\n\n"
+    "Stage one:  coat-pipe synth --out data/train && coat-pipe extract --corpus data/train --expert mel,pitch",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+store_app = typer.Typer(help="Inspect and validate the expert-feature store.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: throughput as ratios against a baseline in the same process.", no_args_is_help=True
+)
+app.add_typer(store_app, name="store")
+app.add_typer(bench_app, name="bench")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """A UserError becomes one red line and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+CorpusOpt = Annotated[Path, typer.Option("--corpus", "-c", help="Corpus folder (with corpus.json and the tars).")]
+
+
+@app.command()
+@user_errors
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the shards into.")],
+    clips: Annotated[int, typer.Option(help="Number of clips.", min=1)] = 600,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same corpus.")] = 0,
+    shard_size: Annotated[int, typer.Option(help="Clips per tar shard.", min=1)] = 200,
+    name: Annotated[str, typer.Option(help="Shard name prefix: NAME-000000.tar.")] = "train",
+) -> None:
+    """Generate the built-in acoustic QA corpus: tones, chirps, notes and noise with exact answers.
+
+    Example: [bold]coat-pipe synth --out data/train --clips 600 --seed 0[/]
+    """
+    from stages.corpus.synth import QUESTION_TYPES, write_synth_corpus
+    from store_schema.corpus import read_corpus
+
+    if (out_dir / "corpus.json").exists():
+        raise UserError(f"{out_dir} already holds a corpus; choose another --out or delete it first")
+    tasks = write_synth_corpus(out_dir, clips, seed, shard_size, name)
+    corpus = read_corpus(out_dir)
+    table = Table(title=f"synth corpus → {out_dir}")
+    table.add_column("question type")
+    table.add_column("clips", justify="right")
+    for task in QUESTION_TYPES:
+        table.add_row(task, str(tasks[task]))
+    table.add_row("[bold]total", f"[bold]{corpus.samples}")
+    out.print(table)
+    out.print(f"{len(corpus.shards)} shards, {corpus.seconds / 3600:.3f} h of audio")
+
+
+@app.command()
+@user_errors
+def shard(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the corpus into.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help='JSONL: {"audio": path, "messages": [...], "task": ..., '
+            '"key": optional}; paths relative to the manifest.'
+        ),
+    ] = None,
+    audio_dir: Annotated[
+        Path | None, typer.Option(help="A folder of audio files (a NAME.txt beside NAME.wav becomes its transcript).")
+    ] = None,
+    sample_rate: Annotated[int, typer.Option(help="Sample rate of the stored FLAC.")] = 16000,
+    shard_size: Annotated[int, typer.Option(help="Samples per tar shard.", min=1)] = 1000,
+    name: Annotated[str, typer.Option(help="Shard name prefix: NAME-000000.tar.")] = "train",
+    workers: Annotated[int, typer.Option(help="Decoding processes.", min=1)] = 2,
+) -> None:
+    """Build WebDataset tar shards (16-bit FLAC + json) from a manifest or a folder of audio.
+
+    Unreadable files go to OUT/rejected.jsonl with their reason; the run goes on.
+
+    Example: [bold]coat-pipe shard --manifest clips.jsonl --out data/train --shard-size 1000[/]
+    """
+    from stages.corpus.shard import build_shards, read_manifest, scan_audio_dir
+
+    if (manifest is None) == (audio_dir is None):
+        raise UserError("give exactly one of --manifest FILE.jsonl or --audio-dir DIR")
+    rejected: list[dict[str, str]] = []
+    if manifest is not None:
+        entries, rejected = read_manifest(manifest)
+    else:
+        entries = scan_audio_dir(audio_dir)  # type: ignore[arg-type]
+    if not entries and not rejected:
+        raise UserError(f"no audio found in {manifest or audio_dir}")
+    summary = build_shards(entries, out_dir, sample_rate, shard_size, name, workers, rejected)
+    table = Table(title=f"shard → {out_dir}")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for label, value in [
+        ("written", summary.written),
+        ("rejected", len(summary.rejected)),
+        ("resampled", summary.resampled),
+        ("mixed to mono", summary.downmixed),
+        ("keys made safe/unique", summary.renamed_keys),
+        ("shards", summary.shards),
+    ]:
+        table.add_row(label, str(value))
+    out.print(table)
+    out.print(f"{summary.seconds / 3600:.3f} h of audio at {sample_rate} Hz")
+    if summary.rejected:
+        bad = Table(title=f"rejected ({out_dir / 'rejected.jsonl'})")
+        bad.add_column("input")
+        bad.add_column("reason")
+        for row in summary.rejected[:30]:
+            bad.add_row(row["origin"], row["reason"])
+        out.print(bad)
+
+
+@app.command()
+@user_errors
+def extract(
+    corpus: CorpusOpt,
+    expert: Annotated[str | None, typer.Option(help="Expert name(s), comma-separated: mel,pitch.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file with ExtractConfig settings; flags override it.")
+    ] = None,
+    batch_seconds: Annotated[float | None, typer.Option(help="Padded audio seconds per expert batch.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers decoding audio.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 …")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 for model experts.")] = None,
+    shard_index: Annotated[int | None, typer.Option(help="This process's slice (default: SLURM array / rank).")] = None,
+    num_shards: Annotated[int | None, typer.Option(help="Number of slices the shards are split into.")] = None,
+    store_rate: Annotated[float | None, typer.Option(help="Store frame rate in Hz (default 12.5).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo groups that are already complete.")] = False,
+    set_option: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Expert option, EXPERT.KEY=VALUE, e.g. --set mel.n_mels=64 (repeatable)."),
+    ] = None,
+    checkpoint: Annotated[list[str] | None, typer.Option(help="EXPERT=PATH_OR_HUB_ID (repeatable).")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar (logs, CI).")] = False,
+) -> None:
+    """Stage one: run experts over every shard and write pooled targets to the store beside each tar.
+
+    Decodes each clip once for all experts; skips groups already complete with the same options
+    (so a killed run just resumes); splits shards over SLURM array tasks or ranks.
+
+    Example: [bold]coat-pipe extract --corpus data/train --expert mel,pitch[/]
+    """
+    from pipeline.config import load_config, parse_assignments
+    from stages.extract.config import ExtractConfig
+    from stages.extract.runner import run_extract
+
+    overrides: dict[str, Any] = {
+        "corpus": corpus,
+        "experts": expert,
+        "batch_seconds": batch_seconds,
+        "num_workers": workers,
+        "device": device,
+        "dtype": dtype,
+        "shard_index": shard_index,
+        "num_shards": num_shards,
+        "store_rate": store_rate,
+        "overwrite": overwrite or None,
+        "progress": False if no_progress else None,
+    }
+    if set_option:
+        overrides["expert_options"] = parse_assignments(set_option)
+    if checkpoint:
+        pairs = [c.partition("=") for c in checkpoint]
+        if any(not sep or not name for name, sep, _ in pairs):
+            raise UserError("--checkpoint takes EXPERT=PATH_OR_HUB_ID")
+        overrides["checkpoints"] = {name: value for name, _, value in pairs}
+    cfg = load_config(ExtractConfig, config, overrides)
+    summary = run_extract(cfg)
+    _print_extract_summary(summary)
+
+
+def _print_extract_summary(summary: Any) -> None:
+    table = Table(title="extract summary")
+    table.add_column("expert")
+    statuses = sorted({s for counts in summary.status.values() for s in counts}, key=lambda s: (s != "ok", s))
+    for status in statuses:
+        table.add_column(status, justify="right")
+    table.add_column("expert time", justify="right")
+    for name, counts in summary.status.items():
+        table.add_row(name, *[str(counts.get(s, 0)) for s in statuses], f"{summary.expert_seconds[name]:.1f} s")
+    out.print(table)
+    speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+    out.print(
+        f"shards: {len(summary.shards_done)} written, {len(summary.shards_skipped)} already complete · "
+        f"{summary.clips} clips, {summary.audio_seconds / 3600:.3f} audio-h in {summary.wall_seconds:.1f} s "
+        f"({speed:.1f}× realtime)"
+    )
+    if summary.stats_written:
+        out.print(f"stats written: {', '.join(f'stats/{e}.json' for e in summary.stats_written)}")
+    else:
+        out.print("stats not written yet: some shards are not extracted (another slice or process has them)")
+    if summary.bad:
+        bad = Table(title=f"clips without targets ({len(summary.bad)}; all in {summary.log_file})")
+        for col in ("shard", "key", "expert", "reason", "detail"):
+            bad.add_column(col)
+        for row in summary.bad[:30]:
+            bad.add_row(row.shard, row.key, row.expert, row.reason, row.message)
+        out.print(bad)
+
+
+@store_app.command("check")
+@user_errors
+def store_check(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder.")],
+    expert: Annotated[str | None, typer.Option(help="Experts that must be present (default: all found).")] = None,
+) -> None:
+    """Validate the store: every group present, complete, aligned with its tar, same options, stats present.
+
+    Exit 0 when sound, 1 with a table of problems and the command that fixes each.
+
+    Example: [bold]coat-pipe store check data/train[/]
+    """
+    from store_schema.check import check_store
+    from store_schema.corpus import read_corpus
+
+    info = read_corpus(corpus)
+    problems = check_store(info, expert.split(",") if expert else None)
+    if not problems:
+        out.print(f"[green]store is sound[/]: {len(info.shards)} shards, {info.samples} clips")
+        return
+    table = Table(title=f"{len(problems)} problem(s) in {corpus}")
+    for col in ("shard", "problem", "fix"):
+        table.add_column(col)
+    for p in problems:
+        table.add_row(p.shard, p.what, p.fix)
+    out.print(table)
+    raise typer.Exit(1)
+
+
+@store_app.command("info")
+@user_errors
+def store_info_cmd(corpus: Annotated[Path, typer.Argument(help="Corpus folder.")]) -> None:
+    """Shards, clips, hours, and per expert: shards done, bytes, bytes per audio hour, clips by status.
+
+    Example: [bold]coat-pipe store info data/train[/]
+    """
+    from store_schema.check import store_info
+    from store_schema.corpus import read_corpus
+
+    info = store_info(read_corpus(corpus))
+    out.print(f"{corpus}: {info['shards']} shards, {info['clips']} clips, {info['hours']:.3f} h")
+    table = Table()
+    for col in ("expert", "kind", "dim", "shards", "frames", "MB", "MB / audio-h", "status"):
+        table.add_column(col)
+    for name, e in info["experts"].items():
+        status = ", ".join(f"{k} {v}" for k, v in sorted(e["status"].items()))
+        table.add_row(
+            name,
+            str(e["kind"]),
+            str(e["dim"]),
+            f"{e['shards']}/{info['shards']}",
+            str(e["frames"]),
+            f"{e['bytes'] / 1e6:.2f}",
+            f"{e['bytes_per_audio_hour'] / 1e6:.1f}",
+            status,
+        )
+    out.print(table)
+
+
+@store_app.command("stats")
+@user_errors
+def store_stats(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder.")],
+    expert: Annotated[str | None, typer.Option(help="Experts to recompute (default: all found).")] = None,
+) -> None:
+    """Recompute stats/<expert>.json (per-dimension mean and std over ok clips) from the stored frames.
+
+    Example: [bold]coat-pipe store stats data/train --expert mel[/]
+    """
+    from store_schema.check import recompute_stats
+    from store_schema.corpus import read_corpus
+    from store_schema.reader import ShardStore
+
+    info = read_corpus(corpus)
+    first = ShardStore.for_tar(info.tar_path(info.shards[0])) if info.shards else None
+    names = expert.split(",") if expert else (first.experts() if first and first.path.is_dir() else [])
+    if not names:
+        raise UserError(f"{corpus}: no expert groups found; run coat-pipe extract first")
+    for name in names:
+        try:
+            payload = recompute_stats(info, name)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise UserError(f"{corpus}: cannot compute {name} stats ({e}); run coat-pipe store check") from None
+        out.print(f"stats/{name}.json: {payload['clips']} clips, dim {payload['dim']}")
+
+
+@bench_app.command("extract")
+@user_errors
+def bench_extract(
+    expert: Annotated[str, typer.Option(help="Expert name(s), comma-separated.")] = "mel,pitch",
+    clips: Annotated[int, typer.Option(help="Synthetic clips to run over.", min=1)] = 200,
+    workers: Annotated[int, typer.Option(help="DataLoader workers on the full path.")] = 2,
+    device: Annotated[str, typer.Option(help="Device for the experts.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    batch_seconds: Annotated[float, typer.Option(help="Padded audio seconds per expert batch.")] = 240.0,
+    workdir: Annotated[Path | None, typer.Option(help="Where to put the corpus (default: a temp dir).")] = None,
+) -> None:
+    """Full `extract` path vs a bare loop of the same experts over waves already in memory.
+
+    Both run in this process on the same synthetic clips; prints audio seconds per second and the ratio.
+
+    Example: [bold]coat-pipe bench extract --expert mel,pitch --clips 200[/]
+    """
+    from stages.extract.bench import bench_extract as run_bench
+
+    result = run_bench(expert.split(","), clips, workers, device, dtype, batch_seconds, workdir)
+    table = Table(
+        title=f"bench extract: {expert} on {clips} synthetic clips ({result['audio_seconds']:.0f} s of audio)"
+    )
+    for col in ("path", "wall s", "audio s / s"):
+        table.add_column(col, justify="right")
+    table.add_row("bare loop (waves in memory)", f"{result['bare_seconds']:.2f}", f"{result['bare_speed']:.1f}")
+    table.add_row("full extract path", f"{result['full_seconds']:.2f}", f"{result['full_speed']:.1f}")
+    out.print(table)
+    out.print(f"ratio full / bare throughput: [bold]{result['ratio']:.3f}[/]")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

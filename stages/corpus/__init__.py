@@ -1,0 +1,1 @@
+"""Building WebDataset corpora: from audio on disk (`shard`) or generated (`synth`)."""

@@ -1,0 +1,171 @@
+"""`coat-pipe shard`: audio on disk (a JSONL manifest or a folder) into WebDataset tar shards.
+
+Each file is decoded with soundfile (wav, flac, ogg, mp3), mixed to mono, resampled with soxr and
+stored as 16-bit FLAC. A file that cannot be used is written to `rejected.jsonl` with its reason
+and counted; the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.audio import AudioError, encode_flac, read_audio_file, resample
+from pipeline.errors import UserError
+from pipeline.progress import audio_progress
+from store_schema.corpus import CorpusWriter, safe_key
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+ASR_QUESTION = "Transcribe the speech in the audio."
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    audio: Path  # absolute path of the audio file
+    origin: str  # where the entry came from, for messages: "manifest.jsonl:12" or the file path
+    messages: list[dict[str, str]] = field(default_factory=list)
+    task: str = ""
+    key: str | None = None  # requested key; made safe and unique when written
+    source: str = ""
+
+
+@dataclass
+class ShardSummary:
+    written: int = 0
+    seconds: float = 0.0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    renamed_keys: int = 0  # keys that had to change to be safe or unique
+    resampled: int = 0
+    downmixed: int = 0
+    shards: int = 0
+
+
+def read_manifest(path: Path) -> tuple[list[ManifestEntry], list[dict[str, str]]]:
+    """Entries of a JSONL manifest (audio paths relative to it) and the lines that could not be used."""
+    if not path.is_file():
+        raise UserError(f"manifest {path} does not exist")
+    entries, rejected = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        origin = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("audio"), str):
+                raise ValueError('expected an object with an "audio" path')
+            messages = row.get("messages", [])
+            if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+                raise ValueError('"messages" must be a list of {"role", "content"} objects')
+        except ValueError as e:
+            rejected.append({"origin": origin, "audio": "", "reason": f"bad manifest line: {e}"})
+            continue
+        audio = (path.parent / row["audio"]).resolve()
+        entries.append(
+            ManifestEntry(
+                audio, origin, messages, str(row.get("task", "")), row.get("key"), str(row.get("source", row["audio"]))
+            )
+        )
+    return entries, rejected
+
+
+def scan_audio_dir(root: Path) -> list[ManifestEntry]:
+    """Every audio file under `root`, sorted. A `NAME.txt` beside `NAME.wav` makes it an ASR sample."""
+    if not root.is_dir():
+        raise UserError(f"audio folder {root} does not exist")
+    entries = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        relative = path.relative_to(root)
+        transcript = path.with_suffix(".txt")
+        messages, task = [], ""
+        if transcript.is_file():
+            messages = [
+                {"role": "user", "content": ASR_QUESTION},
+                {"role": "assistant", "content": transcript.read_text().strip()},
+            ]
+            task = "asr"
+        entries.append(
+            ManifestEntry(path.resolve(), str(path), messages, task, str(relative.with_suffix("")), str(relative))
+        )
+    return entries
+
+
+def prepare_clip(entry: ManifestEntry, sample_rate: int) -> dict[str, Any]:
+    """Decode, downmix, resample and encode one entry (runs in a worker process)."""
+    try:
+        wave, rate, channels = read_audio_file(entry.audio)
+    except AudioError as e:
+        return {"error": str(e)}
+    if wave.size == 0:
+        return {"error": f"{entry.audio}: the file holds no samples"}
+    if not np.isfinite(wave).all():
+        return {"error": f"{entry.audio}: NaN or Inf samples (FLAC cannot store them)"}
+    wave = resample(wave, rate, sample_rate)
+    return {
+        "flac": encode_flac(wave, sample_rate),
+        "seconds": wave.size / sample_rate,
+        "resampled": rate != sample_rate,
+        "downmixed": channels > 1,
+    }
+
+
+def _prepare(args: tuple[ManifestEntry, int]) -> dict[str, Any]:
+    return prepare_clip(*args)
+
+
+def build_shards(
+    entries: list[ManifestEntry],
+    out: Path,
+    sample_rate: int = 16000,
+    shard_size: int = 1000,
+    name: str = "train",
+    workers: int = 2,
+    rejected: list[dict[str, str]] | None = None,
+    progress: bool = True,
+) -> ShardSummary:
+    """Write `entries` into `out/NAME-000000.tar …`, `out/corpus.json` and `out/rejected.jsonl`."""
+    if (out / "corpus.json").exists():
+        raise UserError(f"{out} already holds a corpus; choose another --out or delete it first")
+    summary = ShardSummary(rejected=list(rejected or []))
+    seen: set[str] = set()
+    jobs = [(entry, sample_rate) for entry in entries]
+    with (
+        CorpusWriter(out, sample_rate, shard_size, name, created_by="coat-pipe shard") as writer,
+        get_context("fork").Pool(max(1, workers)) as pool,
+        audio_progress(disable=not progress) as bar,
+    ):
+        task = bar.add_task("shard", total=len(entries), audio_s=0.0)
+        for entry, result in zip(entries, pool.imap(_prepare, jobs, chunksize=4), strict=False):
+            bar.advance(task)
+            if "error" in result:
+                summary.rejected.append({"origin": entry.origin, "audio": str(entry.audio), "reason": result["error"]})
+                continue
+            wanted = entry.key or entry.audio.stem
+            key = base = safe_key(wanted)
+            suffix = 1
+            while key in seen:
+                suffix += 1
+                key = f"{base}_{suffix}"
+            seen.add(key)
+            summary.renamed_keys += key != wanted
+            meta = {
+                "messages": entry.messages,
+                "task": entry.task,
+                "duration": round(result["seconds"], 4),
+                "source": entry.source,
+            }
+            writer.write(key, result["flac"], meta)
+            summary.written += 1
+            summary.seconds += result["seconds"]
+            summary.resampled += result["resampled"]
+            summary.downmixed += result["downmixed"]
+            bar.update(task, audio_s=summary.seconds)
+    summary.shards = len(writer.shards)
+    with open(out / "rejected.jsonl", "w") as f:
+        for row in summary.rejected:
+            f.write(json.dumps(row) + "\n")
+    return summary

@@ -1,0 +1,1 @@
+"""Stage one: run frozen audio experts over the corpus and write pooled targets into the store."""

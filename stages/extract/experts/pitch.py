@@ -1,0 +1,58 @@
+"""`pitch`: F0 in cents and voicing probability from swift-f0, whose ONNX model ships inside its wheel."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.extract.experts.base import Expert
+from store_schema.layout import CENTS_REFERENCE_HZ
+
+
+def hz_to_cents(hz: np.ndarray) -> np.ndarray:
+    return 1200.0 * np.log2(np.maximum(hz, 1e-3) / CENTS_REFERENCE_HZ)
+
+
+def cents_to_hz(cents: np.ndarray) -> np.ndarray:
+    return CENTS_REFERENCE_HZ * 2.0 ** (np.asarray(cents, dtype=np.float64) / 1200.0)
+
+
+class PitchExpert(Expert):
+    """swift-f0 at 16 kHz, one frame per 256 samples (62.5 Hz): columns (cents above 10 Hz, voicing).
+
+    Runs on CPU through onnxruntime whatever `device` says (the model is small); clips are
+    processed one by one, since the model takes one signal per call.
+    """
+
+    name = "pitch"
+    kind = "pitch"
+    sample_rate = 16000
+    dim = 2
+
+    def __init__(self, device: str = "cpu", dtype: str = "float32", threads: int | None = None) -> None:
+        import swift_f0
+
+        self._detector = swift_f0.SwiftF0(threads=threads)
+        self.frame_rate = 1.0 / swift_f0.FRAME_PERIOD
+        model_file = Path(swift_f0.__file__).with_name("model.onnx")
+        self._checksum = hashlib.sha256(model_file.read_bytes()).hexdigest()[:16]
+
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for wave in waves:
+            result = self._detector.detect(wave, self.sample_rate)
+            frames = np.stack([hz_to_cents(result.pitch_hz), result.confidence], axis=1)
+            out.append(frames.astype(np.float32))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": f"swift-f0=={version('swift-f0')}",
+            "revision": f"sha256:{self._checksum}",
+            "layer": None,
+            "options": {"cents_reference_hz": CENTS_REFERENCE_HZ},
+        }

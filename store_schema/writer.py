@@ -1,0 +1,179 @@
+"""Writing the store: the shard's root group, expert groups written whole and renamed into place, and locks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from pipeline.errors import UserError
+from store_schema.layout import (
+    CLIP,
+    FRAME_CHUNK,
+    FRAMES,
+    KEYS,
+    LOCK_DIR,
+    OFFSETS,
+    SCHEMA_VERSION,
+    STATUS,
+    TMP_MARK,
+    ExpertSpec,
+    Status,
+    is_temp_group,
+    shard_store_path,
+)
+from store_schema.stats import RunningStats, stats_mask
+
+# Chosen by measurement on mel and pitch targets (docs/PERFORMANCE.md): byte-shuffled zstd inside
+# Blosc beats plain zstd on float16 at the same speed.
+FRAME_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+
+
+@contextmanager
+def shard_lock(corpus_root: Path, shard_name: str, *, blocking: bool) -> Iterator[bool]:
+    """An exclusive lock on one shard's store, held by at most one process; yields whether it was taken.
+
+    flock locks die with their process, so a run killed with SIGKILL never leaves a stale lock.
+    """
+    lock_dir = corpus_root / LOCK_DIR
+    lock_dir.mkdir(exist_ok=True)
+    fd = os.open(lock_dir / f"{shard_name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def ensure_shard_store(tar: Path, keys: list[str], store_rate: float) -> Path:
+    """The shard's root group with its `keys`, created atomically if absent, else checked against the tar.
+
+    Call under the shard's lock.
+    """
+    path = shard_store_path(tar)
+    if path.exists():
+        root = zarr.open_group(path, mode="r")
+        version = root.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"{path}: store schema version {version}, this coat-pipe writes {SCHEMA_VERSION}; "
+                f"move the old store aside or re-extract into a fresh copy of the corpus"
+            )
+        if root.attrs.get("store_rate") != store_rate:
+            raise UserError(
+                f"{path}: the store's frame rate is {root.attrs.get('store_rate')} Hz, this run asks for "
+                f"{store_rate} Hz; one store holds one rate"
+            )
+        stored = root[KEYS][:].tolist()
+        if stored != keys:
+            raise UserError(f"{path}: its keys differ from {tar.name}'s; the tar changed after extraction")
+        return path
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    root = zarr.open_group(tmp, mode="w")
+    root.attrs.update(
+        {"schema_version": SCHEMA_VERSION, "store_rate": store_rate, "shard": tar.name, "samples": len(keys)}
+    )
+    root.create_array(KEYS, shape=(len(keys),), dtype=str)[:] = np.array(keys, dtype=str)
+    os.rename(tmp, path)
+    return path
+
+
+def remove_temp_groups(store: Path) -> list[str]:
+    """Delete groups left under a temporary name by a killed run. Call under the shard's lock."""
+    removed = [p.name for p in store.iterdir() if p.is_dir() and is_temp_group(p.name)]
+    for name in removed:
+        shutil.rmtree(store / name)
+    return removed
+
+
+class ExpertGroupWriter:
+    """Collects one expert's targets for every sample of a shard, then writes the group in one go.
+
+    Every sample must receive a result (targets, or a status with no frames) before `commit`,
+    so `offsets` always has N + 1 entries and indices stay aligned with `keys`.
+    """
+
+    def __init__(self, store: Path, spec: ExpertSpec, num_samples: int, run_config: dict[str, Any]) -> None:
+        self.store, self.spec, self.run_config = store, spec, run_config
+        self.frames: list[np.ndarray | None] = [None] * num_samples
+        self.clip = np.zeros((num_samples, spec.dim), dtype=np.float16)
+        self.status = np.full(num_samples, 255, dtype=np.uint8)  # 255: no result yet
+
+    def put(self, index: int, status: Status, frames: np.ndarray | None = None, clip: np.ndarray | None = None) -> None:
+        if status == Status.OK:
+            if frames is None or clip is None or frames.shape[1:] != (self.spec.dim,):
+                raise ValueError(f"sample {index}: expected (T, {self.spec.dim}) frames and a clip target")
+            self.frames[index] = frames.astype(np.float16)
+            self.clip[index] = clip
+        self.status[index] = status
+
+    @property
+    def done(self) -> bool:
+        return bool((self.status != 255).all())
+
+    def commit(self) -> dict[str, Any]:
+        """Write under a temporary name, then rename into place (replacing an older group). Returns attrs."""
+        missing = np.flatnonzero(self.status == 255)
+        if missing.size:
+            raise RuntimeError(f"{self.store}/{self.spec.expert}: samples {missing[:5].tolist()} have no result")
+        dim = self.spec.dim
+        blocks = [f if f is not None else np.zeros((0, dim), np.float16) for f in self.frames]
+        lengths = np.array([len(b) for b in blocks], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        frames = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float16)
+
+        # Partial stats in float64, from the float16 values that training will read.
+        ok = self.status == Status.OK
+        frame_stats, clip_stats = RunningStats.empty(dim), RunningStats.empty(dim)
+        frame_stats.update(frames, stats_mask(self.spec.kind, frames))
+        clip_stats.update(self.clip[ok], stats_mask(self.spec.kind, self.clip[ok], clip=True))
+
+        counts = {
+            Status(s).name.lower(): int(n) for s, n in zip(*np.unique(self.status, return_counts=True), strict=False)
+        }
+        attrs = {
+            **self.spec.to_attrs(),
+            "schema_version": SCHEMA_VERSION,
+            "samples": len(self.status),
+            "frames_total": int(len(frames)),
+            "status_counts": counts,
+            "partial_stats": {"frames": frame_stats.to_dict(), "clip": clip_stats.to_dict()},
+            "extract_config": self.run_config,
+            "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+        tmp_name = f"{self.spec.expert}{TMP_MARK}{os.getpid()}"
+        root = zarr.open_group(self.store, mode="r+")
+        group = root.create_group(tmp_name, overwrite=True)
+        chunk = (min(FRAME_CHUNK, max(1, len(frames))), dim)
+        group.create_array(FRAMES, shape=frames.shape, dtype="float16", chunks=chunk, compressors=[FRAME_CODEC])[
+            ...
+        ] = frames
+        group.create_array(OFFSETS, shape=offsets.shape, dtype="int64")[...] = offsets
+        group.create_array(CLIP, shape=self.clip.shape, dtype="float16", compressors=[FRAME_CODEC])[...] = self.clip
+        group.create_array(STATUS, shape=self.status.shape, dtype="uint8")[...] = self.status
+        group.attrs.update(attrs)
+
+        final = self.store / self.spec.expert
+        if final.exists():  # --overwrite: move the old group aside first so a crash leaves a temp name
+            old = self.store / f"{self.spec.expert}{TMP_MARK}old-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(self.store / tmp_name, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(self.store / tmp_name, final)
+        return attrs

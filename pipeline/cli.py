@@ -130,8 +130,8 @@ def shard(
     out.print(f"{summary.seconds / 3600:.3f} h of audio at {sample_rate} Hz")
     if summary.rejected:
         bad = Table(title=f"rejected ({out_dir / 'rejected.jsonl'})")
-        bad.add_column("input")
-        bad.add_column("reason")
+        bad.add_column("input", overflow="fold")
+        bad.add_column("reason", overflow="fold")
         for row in summary.rejected[:30]:
             bad.add_row(row["origin"], row["reason"])
         out.print(bad)
@@ -219,7 +219,7 @@ def _print_extract_summary(summary: Any) -> None:
     if summary.bad:
         bad = Table(title=f"clips without targets ({len(summary.bad)}; all in {summary.log_file})")
         for col in ("shard", "key", "expert", "reason", "detail"):
-            bad.add_column(col)
+            bad.add_column(col, overflow="fold")
         for row in summary.bad[:30]:
             bad.add_row(row.shard, row.key, row.expert, row.reason, row.message)
         out.print(bad)
@@ -247,7 +247,7 @@ def store_check(
         return
     table = Table(title=f"{len(problems)} problem(s) in {corpus}")
     for col in ("shard", "problem", "fix"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for p in problems:
         table.add_row(p.shard, p.what, p.fix)
     out.print(table)
@@ -340,6 +340,35 @@ def bench_extract(
     table.add_row("full extract path", f"{result['full_seconds']:.2f}", f"{result['full_speed']:.1f}")
     out.print(table)
     out.print(f"ratio full / bare throughput: [bold]{result['ratio']:.3f}[/]")
+
+
+@bench_app.command("codecs")
+@user_errors
+def bench_codecs(
+    corpus: Annotated[Path, typer.Argument(help="An extracted corpus; its first shard's groups are measured.")],
+) -> None:
+    """Compression ratio and speed of candidate codecs on a store's own float16 targets.
+
+    Example: [bold]coat-pipe bench codecs data/train[/]
+    """
+    from store_schema.codecs import CANDIDATES, FRAME_CODEC, measure_codec
+    from store_schema.corpus import read_corpus
+    from store_schema.reader import ShardStore
+
+    info = read_corpus(corpus)
+    store = ShardStore.for_tar(info.tar_path(info.shards[0]))
+    if not store.path.is_dir() or not store.experts():
+        raise UserError(f"{store.path}: no expert groups to measure; run coat-pipe extract first")
+    table = Table(title=f"store codecs on {store.path.name} (frames of each expert, float16)")
+    for col in ("expert", "codec", "stored / raw", "write MB/s", "read MB/s"):
+        table.add_column(col, justify="right")
+    for expert in store.experts():
+        frames = store.expert(expert).frames[:]
+        for name, codec in CANDIDATES.items():
+            m = measure_codec(frames, codec)
+            mark = " (in use)" if codec is not None and codec.to_dict() == FRAME_CODEC.to_dict() else ""
+            table.add_row(expert, name + mark, f"{m['ratio']:.3f}", f"{m['write_mb_s']:.0f}", f"{m['read_mb_s']:.0f}")
+    out.print(table)
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 from pipeline.errors import UserError
+from store_schema.codecs import FRAME_CODEC
 from store_schema.layout import (
     CLIP,
     FRAME_CHUNK,
@@ -33,24 +33,21 @@ from store_schema.layout import (
 )
 from store_schema.stats import RunningStats, stats_mask
 
-# Chosen by measurement on mel and pitch targets (docs/PERFORMANCE.md): byte-shuffled zstd inside
-# Blosc beats plain zstd on float16 at the same speed.
-FRAME_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
-
 
 @contextmanager
 def shard_lock(corpus_root: Path, shard_name: str, *, blocking: bool) -> Iterator[bool]:
     """An exclusive lock on one shard's store, held by at most one process; yields whether it was taken.
 
-    flock locks die with their process, so a run killed with SIGKILL never leaves a stale lock.
+    POSIX record locks (lockf), not flock: they belong to the process, so forked DataLoader workers
+    never inherit them, and the kernel drops them when the process dies, even by SIGKILL.
     """
     lock_dir = corpus_root / LOCK_DIR
     lock_dir.mkdir(exist_ok=True)
     fd = os.open(lock_dir / f"{shard_name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, by platform
             yield False
             return
         yield True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.audio import AudioError, audio_status, decode_audio, resample
 from store_schema.corpus import iter_tar_samples, sample_audio
 from store_schema.layout import Status
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 @dataclass
@@ -68,12 +73,19 @@ def _keep(clip: DecodedClip) -> DecodedClip:
     return clip  # no collation: clips differ in length and carry dicts
 
 
+def _die_with_parent(worker_id: int) -> None:
+    """Linux: a worker gets SIGKILL when the main process dies, instead of lingering as an orphan."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def clip_loader(tars: list[Path], rates: list[int], num_workers: int) -> DataLoader:
     return DataLoader(
         DecodedClips(tars, rates),
         batch_size=None,
         num_workers=num_workers,
         collate_fn=_keep,
+        worker_init_fn=_die_with_parent,
         prefetch_factor=8 if num_workers else None,
     )
 

@@ -22,9 +22,13 @@ def num_store_frames(seconds: float, store_rate: float) -> int:
 def _binned_mean(
     values: np.ndarray, bins: np.ndarray, weights: np.ndarray, n_out: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean of rows of `values` (T, D) per bin; returns (means (n_out, D), total weight (n_out,))."""
+    """Weighted mean of rows of `values` (T, D) per bin; returns (means (n_out, D), total weight (n_out,)).
+
+    `bins` must be non-decreasing (frame times are), so each bin is one contiguous run: reduceat.
+    """
     sums = np.zeros((n_out, values.shape[1]), dtype=np.float64)
-    np.add.at(sums, bins, values * weights[:, None])
+    present, starts = np.unique(bins, return_index=True)
+    sums[present] = np.add.reduceat(values * weights[:, None], starts, axis=0)
     total = np.bincount(bins, weights=weights, minlength=n_out)
     return sums / np.maximum(total, 1e-12)[:, None], total
 
@@ -36,6 +40,8 @@ def pool_to_store_rate(
     n_out = num_store_frames(seconds, store_rate)
     if frames.ndim != 2 or len(frames) != len(times) or len(frames) == 0:
         raise ValueError(f"expected (T, D) frames with T = {len(times)} > 0 timestamps, got shape {frames.shape}")
+    if (np.diff(times) < 0).any():
+        raise ValueError("frame times must be non-decreasing")
     bins = np.clip(np.floor(times * store_rate).astype(np.int64), 0, n_out - 1)
     ones = np.ones(len(frames))
     pooled, count = _binned_mean(frames, bins, ones, n_out)

@@ -1,0 +1,54 @@
+"""The CLI teaches (--help with examples) and answers a user's mistake with one line and exit code 2."""
+
+import pytest
+
+from tests.conftest import cli
+
+COMMANDS = [
+    ["synth"],
+    ["shard"],
+    ["extract"],
+    ["store", "check"],
+    ["store", "info"],
+    ["store", "stats"],
+    ["bench", "extract"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_explains_itself_with_an_example(command):
+    text = cli(*command, "--help").output
+    assert "Example" in text and "coat-pipe " + " ".join(command) in text
+
+
+def test_top_level_help_lists_the_stages():
+    text = cli("--help").output
+    for name in ("synth", "shard", "extract", "store", "bench"):
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["extract", "--corpus", "{tmp}", "--expert", "mel"], "no corpus.json in"),
+        (["extract", "--corpus", "{corpus}", "--expert", "wav2vec9"], "unknown expert 'wav2vec9'"),
+        (["extract", "--corpus", "{corpus}", "--expert", "mel", "--set", "mel.nope=1"], "has no option nope"),
+        (["extract", "--corpus", "{corpus}", "--expert", "mel", "--set", "n_mels=1"], "expected EXPERT.OPTION=VALUE"),
+        (
+            ["extract", "--corpus", "{corpus}", "--expert", "mel", "--shard-index", "3", "--num-shards", "2"],
+            "shard_index must lie in [0, 2)",
+        ),
+        (["extract", "--corpus", "{corpus}", "--config", "{tmp}/cfg.yaml"], "batch_size: Extra inputs"),
+        (["store", "check", "{tmp}"], "no corpus.json"),
+        (["shard", "--out", "{tmp}/o"], "exactly one of --manifest"),
+        (["shard", "--manifest", "{tmp}/none.jsonl", "--out", "{tmp}/o"], "does not exist"),
+        (["synth", "--out", "{corpus}"], "already holds a corpus"),
+    ],
+)
+def test_mistakes_get_one_clear_line_and_exit_2(args, message, synth_corpus, tmp_path):
+    (tmp_path / "cfg.yaml").write_text("experts: [mel]\nbatch_size: 3\n")
+    filled = [a.format(tmp=tmp_path, corpus=synth_corpus) for a in args]
+    result = cli(*filled, expect=2)
+    text = " ".join(result.output.split())
+    assert "error:" in text and message in text, text
+    assert "Traceback" not in result.output

@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+
+from stages.corpus.synth import PITCH_LEVELS, QUESTION_TYPES, make_clip, note_name
+from store_schema.corpus import iter_tar_samples, read_corpus, read_tar_keys
+from tests.conftest import cli
+
+
+def test_same_seed_same_bytes_whatever_the_shard_size(tmp_path):
+    cli("synth", "--out", tmp_path / "a", "--clips", 7, "--shard-size", 3, "--seed", 5)
+    cli("synth", "--out", tmp_path / "b", "--clips", 7, "--shard-size", 7, "--seed", 5)
+    cli("synth", "--out", tmp_path / "c", "--clips", 7, "--shard-size", 3, "--seed", 6)
+    a, b, c = (read_corpus(tmp_path / n) for n in "abc")
+    assert [s.samples for s in a.shards] == [3, 3, 1] and [s.samples for s in b.shards] == [7]
+    flac = {
+        n: [s["flac"] for sh in x.shards for s in iter_tar_samples(x.tar_path(sh))] for n, x in zip("abc", (a, b, c))
+    }
+    assert flac["a"] == flac["b"] and flac["a"] != flac["c"]
+    assert (tmp_path / "a" / "train-000000.tar").read_bytes() == (tmp_path / "a" / "train-000000.tar").read_bytes()
+
+
+def test_samples_follow_the_corpus_contract(synth_corpus):
+    corpus = read_corpus(synth_corpus)
+    assert corpus.sample_rate == 16000 and corpus.samples == 18 and len(corpus.shards) == 3
+    for shard in corpus.shards:
+        samples = list(iter_tar_samples(corpus.tar_path(shard)))
+        assert [s["__key__"] for s in samples] == read_tar_keys(corpus.tar_path(shard))
+        for sample in samples:
+            assert "." not in sample["__key__"] and "/" not in sample["__key__"]
+            meta = json.loads(sample["json"])
+            user, assistant = meta["messages"]
+            assert user["role"] == "user" and assistant["role"] == "assistant"
+            assert assistant["content"] == meta["answer"] and meta["task"] in QUESTION_TYPES
+            assert 1.0 <= meta["duration"] <= 8.0
+
+
+def test_answers_are_what_the_generator_made():
+    for index in range(120):
+        clip = make_clip(1, index)
+        events = clip.events
+        assert events and all(0 <= e.start < e.end <= clip.seconds + 1e-6 for e in events)
+        if clip.task == "pitch_level":
+            lo, hi = PITCH_LEVELS[clip.answer]
+            assert lo <= events[0].f0 <= hi
+        elif clip.task == "pitch_direction":
+            assert (events[0].f1 > events[0].f0) == (clip.answer == "rising")
+        elif clip.task == "count_events":
+            assert ["zero", "one", "two", "three", "four", "five"][len(events)] == clip.answer
+        elif clip.task == "note_name":
+            assert note_name(events[0].f0) == clip.answer
+        elif clip.task == "has_noise":
+            assert any(e.kind == "noise" for e in events) == (clip.answer == "yes")
+        elif clip.task == "louder_half":
+            half = clip.seconds / 2
+            n = len(clip.wave) // 2
+            rms = [np.sqrt(np.mean(clip.wave[:n] ** 2)), np.sqrt(np.mean(clip.wave[n:] ** 2))]
+            assert (rms[0] > rms[1]) == (clip.answer == "first")
+            assert all((e.end <= half) or (e.start >= half) for e in events)
+    assert {make_clip(1, i).task for i in range(6)} == set(QUESTION_TYPES)

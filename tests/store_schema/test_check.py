@@ -1,0 +1,94 @@
+"""`coat-pipe store check` catches each way a store can go wrong, naming the shard and the fix."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+from store_schema.check import check_store
+from store_schema.corpus import read_corpus
+from tests.conftest import cli, copy_corpus
+
+
+@pytest.fixture
+def corpus(extracted_corpus, tmp_path):
+    return copy_corpus(extracted_corpus, tmp_path / "c")
+
+
+def _problems(corpus) -> str:
+    """The problems as `shard | what | fix` lines, after checking that the CLI exits 1 with a table."""
+    result = cli("store", "check", corpus, expect=1)
+    assert "problem(s)" in result.output
+    return "\n".join(f"{p.shard} | {p.what} | {p.fix}" for p in check_store(read_corpus(corpus)))
+
+
+def test_sound_store_passes(corpus):
+    cli("store", "check", corpus)
+
+
+def test_deleted_group(corpus):
+    shutil.rmtree(corpus / "train-000001.zarr" / "pitch")
+    out = _problems(corpus)
+    assert "train-000001.tar" in out and "no 'pitch' group" in out and "coat-pipe extract" in out
+
+
+def test_keys_reordered(corpus):
+    keys = zarr.open_array(corpus / "train-000002.zarr" / "keys", mode="r+")
+    values = keys[:]
+    keys[:] = np.concatenate([values[1:2], values[:1], values[2:]])
+    out = _problems(corpus)
+    assert "train-000002.tar" in out and "keys differ from the tar from index 0" in out
+
+
+def test_group_left_under_its_temporary_name(corpus):
+    (corpus / "train-000000.zarr" / "mel").rename(corpus / "train-000000.zarr" / "mel.tmp-4242")
+    out = _problems(corpus)
+    assert "train-000000.tar" in out and "temporary name" in out and "re-run coat-pipe extract" in out
+
+
+def test_group_made_with_other_options(corpus):
+    cli(
+        "extract",
+        "--corpus",
+        corpus,
+        "--expert",
+        "mel",
+        "--set",
+        "mel.n_mels=64",
+        "--overwrite",
+        "--shard-index",
+        1,
+        "--num-shards",
+        3,
+        "--no-progress",
+    )
+    out = _problems(corpus)
+    assert "train-000001.tar" in out and "other options" in out and "--overwrite" in out
+    assert "train-000000.tar" not in out
+
+
+def test_wrong_schema_version(corpus):
+    root = zarr.open_group(corpus / "train-000000.zarr", mode="r+")
+    root.attrs["schema_version"] = 99
+    out = _problems(corpus)
+    assert "train-000000.tar" in out and "schema version 99" in out
+
+
+def test_missing_and_stale_stats(corpus):
+    (corpus / "stats" / "mel.json").unlink()
+    assert "no stats/mel.json" in _problems(corpus)
+    cli("store", "stats", corpus, "--expert", "mel")
+    cli("store", "check", corpus)
+    stats = json.loads((corpus / "stats" / "pitch.json").read_text())
+    stats["fingerprint"] = "0" * 16
+    (corpus / "stats" / "pitch.json").write_text(json.dumps(stats))
+    assert "other options" in _problems(corpus)
+
+
+def test_extract_refuses_to_mix_options_without_overwrite(corpus):
+    result = cli("extract", "--corpus", corpus, "--expert", "mel", "--set", "mel.n_mels=64", expect=2)
+    assert "other expert options" in result.output and "--overwrite" in result.output.replace("\n", " ")
+    assert "Traceback" not in result.output
+    cli("store", "check", corpus)  # nothing was touched

@@ -60,11 +60,16 @@ def synth(
 
     Example: [bold]coat-pipe synth --out data/train --clips 600 --seed 0[/]
     """
-    from stages.corpus.synth import QUESTION_TYPES, write_synth_corpus
+    from stages.corpus.synth import QUESTION_TYPES, synth_recipe, write_synth_corpus
     from store_schema.corpus import read_corpus
 
+    recipe = synth_recipe(clips, seed, shard_size, name)
     if (out_dir / "corpus.json").exists():
-        raise UserError(f"{out_dir} already holds a corpus; choose another --out or delete it first")
+        corpus = read_corpus(out_dir)
+        if corpus.created_by != recipe:
+            raise UserError(f"{out_dir} already holds another corpus ({corpus.created_by}); choose another --out")
+        out.print(f"{out_dir} already holds this corpus ({recipe}): nothing to do")
+        return
     tasks = write_synth_corpus(out_dir, clips, seed, shard_size, name)
     corpus = read_corpus(out_dir)
     table = Table(title=f"synth corpus → {out_dir}")

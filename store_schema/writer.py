@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -47,12 +50,25 @@ def shard_lock(corpus_root: Path, shard_name: str, *, blocking: bool) -> Iterato
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, by platform
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, by platform: another process has it
             yield False
             return
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            _warn_no_locks(lock_dir, e)
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@functools.cache
+def _warn_no_locks(lock_dir: Path, error: OSError) -> None:
+    warnings.warn(
+        f"{lock_dir}: the file system refuses locks ({error.strerror}); going on without them. "
+        "Give concurrent extract runs disjoint --shard-index slices.",
+        stacklevel=3,
+    )
 
 
 def ensure_shard_store(tar: Path, keys: list[str], store_rate: float) -> Path:

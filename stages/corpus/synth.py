@@ -180,12 +180,19 @@ def make_clip(seed: int, index: int) -> SynthClip:
     return SynthClip(f"synth{seed}_{index:06d}", wave.astype(np.float32), task, question, answer, tuple(events))
 
 
+def synth_recipe(clips: int, seed: int, shard_size: int, name: str) -> str:
+    """The command that makes a synth corpus, recorded as its `created_by`: the same recipe, the same bytes."""
+    return f"coat-pipe synth --clips {clips} --seed {seed} --shard-size {shard_size} --name {name}"
+
+
 def write_synth_corpus(
     out: Path, clips: int, seed: int, shard_size: int, name: str = "train", progress: bool = True
 ) -> Counter:
     """Generate `clips` clips into WebDataset shards under `out`; returns clips per question type."""
     tasks: Counter = Counter()
-    with CorpusWriter(out, SAMPLE_RATE, shard_size, name, created_by=f"coat-pipe synth --seed {seed}") as writer:
+    with CorpusWriter(
+        out, SAMPLE_RATE, shard_size, name, created_by=synth_recipe(clips, seed, shard_size, name)
+    ) as writer:
         with audio_progress(disable=not progress) as bar:
             task = bar.add_task("synth", total=clips, audio_s=0.0)
             seconds = 0.0

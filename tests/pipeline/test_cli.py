@@ -42,7 +42,7 @@ def test_top_level_help_lists_the_stages():
         (["store", "check", "{tmp}"], "no corpus.json"),
         (["shard", "--out", "{tmp}/o"], "exactly one of --manifest"),
         (["shard", "--manifest", "{tmp}/none.jsonl", "--out", "{tmp}/o"], "does not exist"),
-        (["synth", "--out", "{corpus}"], "already holds a corpus"),
+        (["synth", "--out", "{corpus}", "--clips", "5"], "already holds another corpus"),
     ],
 )
 def test_mistakes_get_one_clear_line_and_exit_2(args, message, synth_corpus, tmp_path):

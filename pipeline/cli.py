@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from pipeline.errors import UserError
-from pipeline.progress import console, out
+from pipeline.progress import console, out, print_table
 
 app = typer.Typer(
     help="Continuous Audio Thinking: extract expert targets once, then train LALMs to think in audio.\n\n"
@@ -72,13 +71,8 @@ def synth(
         return
     tasks = write_synth_corpus(out_dir, clips, seed, shard_size, name)
     corpus = read_corpus(out_dir)
-    table = Table(title=f"synth corpus → {out_dir}")
-    table.add_column("question type")
-    table.add_column("clips", justify="right")
-    for task in QUESTION_TYPES:
-        table.add_row(task, str(tasks[task]))
-    table.add_row("[bold]total", f"[bold]{corpus.samples}")
-    out.print(table)
+    rows = [(task, tasks[task]) for task in QUESTION_TYPES] + [("[bold]total", f"[bold]{corpus.samples}")]
+    print_table(f"synth corpus → {out_dir}", ["question type", "clips"], rows)
     out.print(f"{len(corpus.shards)} shards, {corpus.seconds / 3600:.3f} h of audio")
 
 
@@ -119,27 +113,19 @@ def shard(
     if not entries and not rejected:
         raise UserError(f"no audio found in {manifest or audio_dir}")
     summary = build_shards(entries, out_dir, sample_rate, shard_size, name, workers, rejected)
-    table = Table(title=f"shard → {out_dir}")
-    table.add_column("")
-    table.add_column("count", justify="right")
-    for label, value in [
+    rows = [
         ("written", summary.written),
         ("rejected", len(summary.rejected)),
         ("resampled", summary.resampled),
         ("mixed to mono", summary.downmixed),
         ("keys made safe/unique", summary.renamed_keys),
         ("shards", summary.shards),
-    ]:
-        table.add_row(label, str(value))
-    out.print(table)
+    ]
+    print_table(f"shard → {out_dir}", ["", "count"], rows)
     out.print(f"{summary.seconds / 3600:.3f} h of audio at {sample_rate} Hz")
     if summary.rejected:
-        bad = Table(title=f"rejected ({out_dir / 'rejected.jsonl'})")
-        bad.add_column("input", overflow="fold")
-        bad.add_column("reason", overflow="fold")
-        for row in summary.rejected[:30]:
-            bad.add_row(row["origin"], row["reason"])
-        out.print(bad)
+        rows = [(r["origin"], r["reason"]) for r in summary.rejected[:30]]
+        print_table(f"rejected ({out_dir / 'rejected.jsonl'})", ["input", "reason"], rows)
 
 
 @app.command()
@@ -202,15 +188,12 @@ def extract(
 
 
 def _print_extract_summary(summary: Any) -> None:
-    table = Table(title="extract summary")
-    table.add_column("expert")
     statuses = sorted({s for counts in summary.status.values() for s in counts}, key=lambda s: (s != "ok", s))
-    for status in statuses:
-        table.add_column(status, justify="right")
-    table.add_column("expert time", justify="right")
-    for name, counts in summary.status.items():
-        table.add_row(name, *[str(counts.get(s, 0)) for s in statuses], f"{summary.expert_seconds[name]:.1f} s")
-    out.print(table)
+    rows = [
+        (name, *[counts.get(s, 0) for s in statuses], f"{summary.expert_seconds[name]:.1f} s")
+        for name, counts in summary.status.items()
+    ]
+    print_table("extract summary", ["expert", *statuses, "expert time"], rows)
     speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
     out.print(
         f"shards: {len(summary.shards_done)} written, {len(summary.shards_skipped)} already complete · "
@@ -222,12 +205,9 @@ def _print_extract_summary(summary: Any) -> None:
     else:
         out.print("stats not written yet: some shards are not extracted (another slice or process has them)")
     if summary.bad:
-        bad = Table(title=f"clips without targets ({len(summary.bad)}; all in {summary.log_file})")
-        for col in ("shard", "key", "expert", "reason", "detail"):
-            bad.add_column(col, overflow="fold")
-        for row in summary.bad[:30]:
-            bad.add_row(row.shard, row.key, row.expert, row.reason, row.message)
-        out.print(bad)
+        rows = [(b.shard, b.key, b.expert, b.reason, b.message) for b in summary.bad[:30]]
+        title = f"clips without targets ({len(summary.bad)}; all in {summary.log_file})"
+        print_table(title, ["shard", "key", "expert", "reason", "detail"], rows)
 
 
 @store_app.command("check")
@@ -250,12 +230,8 @@ def store_check(
     if not problems:
         out.print(f"[green]store is sound[/]: {len(info.shards)} shards, {info.samples} clips")
         return
-    table = Table(title=f"{len(problems)} problem(s) in {corpus}")
-    for col in ("shard", "problem", "fix"):
-        table.add_column(col, overflow="fold")
-    for p in problems:
-        table.add_row(p.shard, p.what, p.fix)
-    out.print(table)
+    rows = [(p.shard, p.what, p.fix) for p in problems]
+    print_table(f"{len(problems)} problem(s) in {corpus}", ["shard", "problem", "fix"], rows)
     raise typer.Exit(1)
 
 
@@ -271,22 +247,20 @@ def store_info_cmd(corpus: Annotated[Path, typer.Argument(help="Corpus folder.")
 
     info = store_info(read_corpus(corpus))
     out.print(f"{corpus}: {info['shards']} shards, {info['clips']} clips, {info['hours']:.3f} h")
-    table = Table()
-    for col in ("expert", "kind", "dim", "shards", "frames", "MB", "MB / audio-h", "status"):
-        table.add_column(col)
-    for name, e in info["experts"].items():
-        status = ", ".join(f"{k} {v}" for k, v in sorted(e["status"].items()))
-        table.add_row(
+    rows = [
+        (
             name,
-            str(e["kind"]),
-            str(e["dim"]),
+            e["kind"],
+            e["dim"],
             f"{e['shards']}/{info['shards']}",
-            str(e["frames"]),
+            e["frames"],
             f"{e['bytes'] / 1e6:.2f}",
             f"{e['bytes_per_audio_hour'] / 1e6:.1f}",
-            status,
+            ", ".join(f"{k} {v}" for k, v in sorted(e["status"].items())),
         )
-    out.print(table)
+        for name, e in info["experts"].items()
+    ]
+    print_table(None, ["expert", "kind", "dim", "shards", "frames", "MB", "MB / audio-h", "status"], rows)
 
 
 @store_app.command("stats")
@@ -301,11 +275,12 @@ def store_stats(
     """
     from store_schema.check import recompute_stats
     from store_schema.corpus import read_corpus
+    from store_schema.layout import shard_store_path
     from store_schema.reader import ShardStore
 
     info = read_corpus(corpus)
-    first = ShardStore.for_tar(info.tar_path(info.shards[0])) if info.shards else None
-    names = expert.split(",") if expert else (first.experts() if first and first.path.is_dir() else [])
+    first = shard_store_path(info.tar_path(info.shards[0]))
+    names = expert.split(",") if expert else (ShardStore(first).experts() if first.is_dir() else [])
     if not names:
         raise UserError(f"{corpus}: no expert groups found; run coat-pipe extract first")
     for name in names:
@@ -336,14 +311,12 @@ def bench_extract(
     from stages.extract.bench import bench_extract as run_bench
 
     result = run_bench(expert.split(","), clips, workers, device, dtype, batch_seconds, workdir)
-    table = Table(
-        title=f"bench extract: {expert} on {clips} synthetic clips ({result['audio_seconds']:.0f} s of audio)"
-    )
-    for col in ("path", "wall s", "audio s / s"):
-        table.add_column(col, justify="right")
-    table.add_row("bare loop (waves in memory)", f"{result['bare_seconds']:.2f}", f"{result['bare_speed']:.1f}")
-    table.add_row("full extract path", f"{result['full_seconds']:.2f}", f"{result['full_speed']:.1f}")
-    out.print(table)
+    rows = [
+        ("bare loop (waves in memory)", f"{result['bare_seconds']:.2f}", f"{result['bare_speed']:.1f}"),
+        ("full extract path", f"{result['full_seconds']:.2f}", f"{result['full_speed']:.1f}"),
+    ]
+    title = f"bench extract: {expert} on {clips} synthetic clips ({result['audio_seconds']:.0f} s of audio)"
+    print_table(title, ["path", "wall s", "audio s / s"], rows)
     out.print(f"ratio full / bare throughput: [bold]{result['ratio']:.3f}[/]")
 
 
@@ -358,22 +331,23 @@ def bench_codecs(
     """
     from store_schema.codecs import CANDIDATES, FRAME_CODEC, measure_codec
     from store_schema.corpus import read_corpus
+    from store_schema.layout import shard_store_path
     from store_schema.reader import ShardStore
 
     info = read_corpus(corpus)
-    store = ShardStore.for_tar(info.tar_path(info.shards[0]))
-    if not store.path.is_dir() or not store.experts():
-        raise UserError(f"{store.path}: no expert groups to measure; run coat-pipe extract first")
-    table = Table(title=f"store codecs on {store.path.name} (frames of each expert, float16)")
-    for col in ("expert", "codec", "stored / raw", "write MB/s", "read MB/s"):
-        table.add_column(col, justify="right")
-    for expert in store.experts():
-        frames = store.expert(expert).frames[:]
+    path = shard_store_path(info.tar_path(info.shards[0]))
+    experts = ShardStore(path).experts() if path.is_dir() else []
+    if not experts:
+        raise UserError(f"{path}: no expert groups to measure; run coat-pipe extract first")
+    rows = []
+    for expert in experts:
+        frames = ShardStore(path).expert(expert).frames[:]
         for name, codec in CANDIDATES.items():
             m = measure_codec(frames, codec)
             mark = " (in use)" if codec is not None and codec.to_dict() == FRAME_CODEC.to_dict() else ""
-            table.add_row(expert, name + mark, f"{m['ratio']:.3f}", f"{m['write_mb_s']:.0f}", f"{m['read_mb_s']:.0f}")
-    out.print(table)
+            rows.append((expert, name + mark, f"{m['ratio']:.3f}", f"{m['write_mb_s']:.0f}", f"{m['read_mb_s']:.0f}"))
+    title = f"store codecs on {path.name} (frames of each expert, float16)"
+    print_table(title, ["expert", "codec", "stored / raw", "write MB/s", "read MB/s"], rows)
 
 
 def main() -> None:

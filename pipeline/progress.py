@@ -1,6 +1,8 @@
-"""Rich console and progress bars shared by the stages; everything user-facing prints through here."""
+"""Rich console, progress bars and tables shared by the stages; everything user-facing prints through here."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 from rich.console import Console
 from rich.progress import (
@@ -13,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 console = Console(stderr=True)  # progress and messages; result tables go to stdout
@@ -25,7 +28,7 @@ class AudioColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         audio_s = float(task.fields.get("audio_s", 0.0))
         speed = audio_s / task.elapsed if task.elapsed else 0.0
-        return Text(f"{audio_s / 3600:.3f} audio-h  {speed:.1f}× realtime", style="cyan")
+        return Text(f"{audio_s / 3600:.3f} h audio · {speed:.0f}× realtime", style="cyan")
 
 
 def audio_progress(*, disable: bool = False) -> Progress:
@@ -40,3 +43,13 @@ def audio_progress(*, disable: bool = False) -> Progress:
         console=console,
         disable=disable,
     )
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A result table on stdout. Long cells fold rather than being cut, so paths stay whole."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    out.print(table)

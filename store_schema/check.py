@@ -23,8 +23,12 @@ class Problem:
     fix: str
 
 
-def _extract_cmd(corpus: CorpusInfo, expert: str, extra: str = "") -> str:
-    return f"coat-pipe extract --corpus {corpus.root} --expert {expert}{extra}"
+def _extract_cmd(corpus: CorpusInfo, expert: str, extra: str = "", reference: ExpertGroup | None = None) -> str:
+    """The extract command that completes `expert`, with the options of a reference group if there is one."""
+    config = (reference.attrs.get("extract_config") or {}) if reference is not None else {}
+    options = (config.get("expert_options") or {}).get(expert, {})
+    flags = "".join(f" --set {expert}.{k}={v}" for k, v in sorted(options.items()))
+    return f"coat-pipe extract --corpus {corpus.root} --expert {expert}{flags}{extra}"
 
 
 def read_stats(corpus_root: Path, expert: str) -> dict[str, Any] | None:
@@ -53,7 +57,7 @@ def check_store(
     """Every reason the store cannot be trusted for training: one Problem per finding.
 
     `experts` defaults to every expert found in any shard or stats file. A group's fingerprint must
-    equal `expected[expert]` when given, else the stats file's, else the most common one.
+    equal `expected[expert]` when given, else the most common one among the shards.
     """
     problems: list[Problem] = []
     stores: dict[str, ShardStore] = {}
@@ -104,17 +108,18 @@ def check_store(
     for expert in names:
         groups = {shard: s.expert(expert) for shard, s in stores.items() if expert in s.experts()}
         stats = read_stats(corpus.root, expert)
-        want = (expected or {}).get(expert) or (stats or {}).get("fingerprint")
-        if want is None and groups:
-            want = Counter(g.fingerprint for g in groups.values()).most_common(1)[0][0]
+        # The groups are the data and stats derive from them: trust the majority of groups over the stats.
+        majority = Counter(g.fingerprint for g in groups.values()).most_common(1)[0][0] if groups else None
+        want = (expected or {}).get(expert) or majority or (stats or {}).get("fingerprint")
+        reference = next((g for g in groups.values() if g.fingerprint == want), None)
         for shard, store in stores.items():
             group = groups.get(shard)
             if group is None:
-                problems.append(Problem(shard, f"no {expert!r} group", _extract_cmd(corpus, expert)))
+                problems.append(Problem(shard, f"no {expert!r} group", _extract_cmd(corpus, expert, "", reference)))
                 continue
             for what in _group_problems(shard, group, len(store.keys)):
                 problems.append(
-                    Problem(shard, f"{expert!r} group {what}", _extract_cmd(corpus, expert, " --overwrite"))
+                    Problem(shard, f"{expert!r} group {what}", _extract_cmd(corpus, expert, " --overwrite", reference))
                 )
             if group.fingerprint != want:
                 problems.append(
@@ -122,7 +127,7 @@ def check_store(
                         shard,
                         f"{expert!r} group was made with other options (fingerprint {group.fingerprint}, "
                         f"expected {want})",
-                        _extract_cmd(corpus, expert, " --overwrite") + " with the intended options",
+                        _extract_cmd(corpus, expert, " --overwrite", reference),
                     )
                 )
         if stats is None:

@@ -21,6 +21,8 @@ SHARED_DATA = Path(os.environ.get("COAT_PIPE_SHARED_DATA", REPO.parent / "shared
 def cli(*args: object, expect: int | None = 0) -> Result:
     """Run `coat-pipe ARGS` in-process; check the exit code unless `expect` is None."""
     result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"coat-pipe {' '.join(map(str, args))} raised {result.exception!r}") from result.exception
     if expect is not None and result.exit_code != expect:
         raise AssertionError(
             f"coat-pipe {' '.join(map(str, args))} exited {result.exit_code}, expected {expect}\n"

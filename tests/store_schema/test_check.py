@@ -67,6 +67,15 @@ def test_group_made_with_other_options(corpus):
     out = _problems(corpus)
     assert "train-000001.tar" in out and "other options" in out and "--overwrite" in out
     assert "train-000000.tar" not in out
+    # The fix re-creates the majority's options: here the defaults, so no --set.
+    assert "--expert mel --overwrite" in out
+
+
+def test_fix_repeats_the_options_the_store_was_made_with(corpus):
+    cli("extract", "--corpus", corpus, "--expert", "mel", "--set", "mel.n_mels=64", "--overwrite", "--no-progress")
+    shutil.rmtree(corpus / "train-000002.zarr" / "mel")
+    out = _problems(corpus)
+    assert "no 'mel' group" in out and "--expert mel --set mel.n_mels=64" in out
 
 
 def test_wrong_schema_version(corpus):

@@ -1,0 +1,50 @@
+"""Offline pieces for the `tiny-` twins: a byte-level BPE tokenizer trained here on a little text.
+
+The real checkpoints' tokenizers are byte-level BPE too (Qwen2's), so the twin exercises the same
+tokenizer class and the same chat-template and special-token machinery, only with a small vocabulary.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from stages.corpus.synth import NOTE_NAMES, PITCH_LEVELS
+
+# Qwen2's pre-tokenisation pattern, so that words, numbers and newlines split as in the real tokenizer.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+_TEXT = [
+    "You are a helpful assistant.",
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory "
+    "and visual inputs, as well as generating text and speech.",
+    "system user assistant Audio 1: Audio 2:",
+    "Is the pitch of the tone low, mid or high? Does the pitch of the sweep rise or fall? rising falling",
+    "How many separate sounds are there? zero one two three four five",
+    "Which half of the clip is louder, the first or the second? first second",
+    "Which note is played? Answer with the note name. " + " ".join(NOTE_NAMES),
+    "Is there a burst of noise in the clip? yes no " + " ".join(PITCH_LEVELS),
+    "Transcribe the speech in the audio. Transcribe the input speech. What is heard in the audio?",
+    "the quick brown fox jumps over the lazy dog 0 1 2 3 4 5 6 7 8 9 . , ? ! : ; ' \" ( ) - A B C",
+]
+
+
+def train_tiny_tokenizer(special_tokens: list[str], vocab_size: int = 600) -> Tokenizer:
+    """A byte-level BPE over Qwen2's split pattern; every byte is in the alphabet, so any text encodes."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(pattern=Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=special_tokens,
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_TEXT * 4, trainer)
+    return tokenizer

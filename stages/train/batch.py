@@ -1,0 +1,119 @@
+"""Samples (audio, question, answer, stored targets) and their collation into one model batch."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from pipeline.audio import decode_audio, resample
+from stages.train.backbones.base import SAMPLE_RATE, Backbone
+from stages.train.targets import SlotTargets, TargetSpec, make_targets
+from stages.train.think import ThinkIds, thinking_block
+from store_schema.corpus import iter_tar_samples, read_corpus, sample_audio
+from store_schema.layout import Status
+from store_schema.reader import ShardStore
+
+
+@dataclass
+class CoatSample:
+    key: str
+    wave: np.ndarray  # mono float32 at 16 kHz
+    question: str  # the first user turn's text
+    answer: str  # the first assistant turn's text
+    frames: dict[str, np.ndarray | None] = field(default_factory=dict)  # expert -> (T, D) store frames
+    clip: dict[str, np.ndarray | None] = field(default_factory=dict)  # expert -> (D,) clip target
+
+
+@dataclass
+class CoatBatch:
+    keys: list[str]
+    inputs: BatchFeature  # what the backbone's forward takes: input_ids, attention_mask, audio features
+    labels: torch.Tensor  # (B, L): -100 outside the response and its end token
+    targets: dict[str, SlotTargets]  # expert -> targets (empty for --no-think)
+
+
+def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None) -> list[CoatSample]:
+    """Every clip of a corpus with its stored targets, in order (clips with a bad status are skipped)."""
+    corpus = read_corpus(corpus_root)
+    samples: list[CoatSample] = []
+    for shard in corpus.shards:
+        store = ShardStore.for_tar(corpus.tar_path(shard))
+        groups = {e: store.expert(e) for e in experts}
+        for index, raw in enumerate(iter_tar_samples(corpus.tar_path(shard))):
+            if any(g.status[index] != Status.OK for g in groups.values()):
+                continue
+            audio = sample_audio(raw)
+            meta = json.loads(raw["json"])
+            wave, rate = decode_audio(audio[0], raw["__key__"]) if audio else (np.zeros(0, np.float32), SAMPLE_RATE)
+            user = next(m["content"] for m in meta["messages"] if m["role"] == "user")
+            answer = next(m["content"] for m in meta["messages"] if m["role"] == "assistant")
+            samples.append(
+                CoatSample(
+                    raw["__key__"],
+                    resample(wave, rate, SAMPLE_RATE),
+                    user,
+                    answer,
+                    {e: g.frames_of(index) for e, g in groups.items()},
+                    {e: g.clip[index] for e, g in groups.items()},
+                )
+            )
+            if limit is not None and len(samples) >= limit:
+                return samples
+    return samples
+
+
+def _cut(sample: CoatSample, seconds: float, backbone: Backbone) -> np.ndarray:
+    limit = int(seconds * SAMPLE_RATE)
+    if len(sample.wave) > limit:
+        warnings.warn(
+            f"{sample.key}: {len(sample.wave) / SAMPLE_RATE:.1f} s is longer than {backbone.name}'s "
+            f"{seconds:.0f} s; the model hears the first {seconds:.0f} s",
+            stacklevel=3,
+        )
+        return sample.wave[:limit]
+    return sample.wave
+
+
+def response_labels(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ids: list[list[int]]
+) -> torch.Tensor:
+    """-100 everywhere but each row's last len(response) attended tokens, which must equal the response."""
+    labels = torch.full_like(input_ids, -100)
+    for row, ids in enumerate(response_ids):
+        attended = attention_mask[row].nonzero().squeeze(-1)
+        positions = attended[-len(ids) :]
+        if input_ids[row, positions].tolist() != ids:
+            raise ValueError(f"row {row}: the response did not tokenize the same inside the conversation")
+        labels[row, positions] = input_ids[row, positions]
+    return labels
+
+
+def make_batch(
+    samples: list[CoatSample],
+    backbone: Backbone,
+    processor: ProcessorMixin,
+    think: ThinkIds | None,
+    specs: dict[str, TargetSpec],
+) -> CoatBatch:
+    """Texts in the backbone's chat template with the block opening the assistant turn; labels; targets."""
+    block = thinking_block(len(think.slots)) if think else ""
+    responses = [s.answer + backbone.end_of_turn for s in samples]
+    texts = [backbone.prompt(processor, s.question) + block + r for s, r in zip(samples, responses)]
+    limit = backbone.max_audio_seconds(processor)
+    inputs = backbone.encode(processor, texts, [_cut(s, limit, backbone) for s in samples])
+    response_ids = [processor.tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
+    labels = response_labels(inputs["input_ids"], inputs["attention_mask"], response_ids)
+    targets = {}
+    if think is not None:
+        k = len(think.slots)
+        targets = {
+            e: make_targets(spec, [s.frames.get(e) for s in samples], [s.clip.get(e) for s in samples], k)
+            for e, spec in specs.items()
+        }
+    return CoatBatch([s.key for s in samples], inputs, labels, targets)

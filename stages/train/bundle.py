@@ -1,0 +1,65 @@
+"""The model bundle: what training writes and evaluation reads.
+
+RUN/final/
+  config.yaml            the resolved ModelConfig, the backbone, its weights' source, the think token ids
+  adapter/               the PEFT adapter: LoRA weights and the block's token rows (trainable tokens)
+  processor/             the backbone's processor with the block's tokens in its tokenizer
+  heads.safetensors      the per-expert heads (training only; kept for readout and probes)
+  targets.json           each head's expert: kind, dim, fingerprint and the store stats it was trained on
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+
+from pipeline.errors import UserError
+from stages.train.config import ModelConfig
+from stages.train.model import CoatModel
+from stages.train.targets import TargetSpec
+
+
+def save_bundle(model: CoatModel, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "model": model.config.model_dump(mode="json"),
+        "backbone": model.backbone.name,
+        "source": model.source,
+        "think_ids": model.think.all if model.think else None,
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    model.model.save_pretrained(out / "adapter")
+    model.processor.save_pretrained(out / "processor")
+    if len(model.heads):
+        save_file({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}, out / "heads.safetensors")
+    (out / "targets.json").write_text(json.dumps({e: s.to_dict() for e, s in model.specs.items()}, indent=1))
+    return out
+
+
+def load_bundle(path: Path, backbone: str | None = None, model_path: str | None = None) -> CoatModel:
+    """A CoatModel as saved. `backbone`, when given, must be the bundle's family; `model_path` relocates the base."""
+    config_file = path / "config.yaml"
+    if not config_file.is_file():
+        raise UserError(f"{path} is not a coat-pipe model bundle (no config.yaml); bundles are written to RUN/final/")
+    meta = yaml.safe_load(config_file.read_text())
+    config = ModelConfig.model_validate(meta["model"])
+    if model_path is not None:
+        config = config.model_copy(update={"model_path": model_path})
+    if backbone is not None and backbone.removeprefix("tiny-") != meta["backbone"]:
+        raise UserError(f"{path} was trained on {meta['backbone']}, not {backbone}; load it with its own backbone")
+    specs = {
+        e: TargetSpec.from_stats(d | {"frames": d["frames"], "clip": d["clip"]})
+        for e, d in json.loads((path / "targets.json").read_text()).items()
+    }
+    base_backbone, source, model, processor, think = CoatModel.load_base(config)
+    if (think.all if think else None) != meta["think_ids"]:
+        raise UserError(f"{path}: the base tokenizer gives other ids to the thinking tokens than training did")
+    peft_model = PeftModel.from_pretrained(model, str(path / "adapter"))
+    coat = CoatModel(config, base_backbone, source, peft_model, processor, think, specs)
+    if len(coat.heads):
+        coat.heads.load_state_dict(load_file(path / "heads.safetensors"))
+    return coat.eval()

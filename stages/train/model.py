@@ -1,0 +1,121 @@
+"""The CoAT model: a backbone with LoRA, a thinking block whose token rows train, and per-expert heads.
+
+model = CoatModel.build(ModelConfig(backbone="tiny-qwen2-audio"), specs)   # specs from the store's stats
+out = model(model.batch(samples))     # out.loss = L_lm + λ Σ_e w_e L_e; out.lm_loss; out.expert_losses
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import PreTrainedModel, ProcessorMixin
+
+from stages.train.backbones import Backbone, resolve_backbone
+from stages.train.batch import CoatBatch, CoatSample, make_batch
+from stages.train.config import ModelConfig
+from stages.train.heads import ExpertHead, expert_loss
+from stages.train.targets import TargetSpec
+from stages.train.think import ThinkIds, add_thinking_tokens
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class CoatOutput:
+    loss: torch.Tensor  # what backward() takes
+    lm_loss: torch.Tensor
+    expert_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    slots: dict[str, torch.Tensor] = field(default_factory=dict)  # expert -> (B, K, D) predictions
+    clips: dict[str, torch.Tensor] = field(default_factory=dict)  # expert -> (B, D) predictions
+    logits: torch.Tensor | None = None
+
+
+def lora_config(config: ModelConfig, model: PreTrainedModel, backbone: Backbone, think: ThinkIds | None) -> LoraConfig:
+    """LoRA on the language model's linear layers only (the audio encoder stays frozen and untouched);
+    the block's token rows train through PEFT's trainable tokens, every other embedding row stays frozen."""
+    language_model = backbone.language_model(model)
+    prefix = next(name for name, module in model.named_modules() if module is language_model)
+    pattern = rf"^{re.escape(prefix)}\..*\.({'|'.join(map(re.escape, config.lora_targets))})$"
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=pattern,
+        trainable_token_indices={"embed_tokens": think.all} if think else None,
+    )
+
+
+class CoatModel(nn.Module):
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: Backbone,
+        source: str,
+        model: PeftModel,
+        processor: ProcessorMixin,
+        think: ThinkIds | None,
+        specs: dict[str, TargetSpec],
+    ) -> None:
+        super().__init__()
+        self.config, self.backbone, self.source = config, backbone, source
+        self.model, self.processor, self.think, self.specs = model, processor, think, specs
+        base = model.get_base_model()
+        self.think_layer = config.resolved_think_layer(backbone.num_layers(base))
+        hidden, k = backbone.hidden_size(base), config.think_tokens
+        self.heads = nn.ModuleDict()
+        if think is not None:
+            for name, spec in specs.items():
+                self.heads[name] = ExpertHead(
+                    hidden, spec.dim, k, config.head_width, config.head_layers, config.head_heads
+                )
+
+    @classmethod
+    def load_base(cls, config: ModelConfig) -> tuple[Backbone, str, PreTrainedModel, ProcessorMixin, ThinkIds | None]:
+        """The backbone with the block's tokens added (and embeddings grown if the vocabulary has no room)."""
+        backbone, source = resolve_backbone(config.backbone, config.model_path)
+        model, processor = backbone.load(source, DTYPES[config.dtype])
+        think = None if config.no_think else add_thinking_tokens(processor.tokenizer, config.think_tokens)
+        old = model.get_input_embeddings().num_embeddings
+        if len(processor.tokenizer) > old:  # the real checkpoints have spare rows; the tiny twins do not
+            model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+            with torch.no_grad():  # deterministic new rows, so a bundle reloads to the same numbers
+                for matrix in (model.get_input_embeddings(), model.get_output_embeddings()):
+                    matrix.weight[old:] = matrix.weight[:old].mean(dim=0)
+        return backbone, source, model, processor, think
+
+    @classmethod
+    def build(cls, config: ModelConfig, specs: dict[str, TargetSpec]) -> CoatModel:
+        """A fresh CoAT model (LoRA initialised, heads random) for `specs`, one per store expert."""
+        backbone, source, model, processor, think = cls.load_base(config)
+        peft_model = get_peft_model(model, lora_config(config, model, backbone, think))
+        return cls(config, backbone, source, peft_model, processor, think, specs)
+
+    def batch(self, samples: list[CoatSample]) -> CoatBatch:
+        return make_batch(samples, self.backbone, self.processor, self.think, self.specs if self.think else {})
+
+    def thinking_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) hidden states -> (B, K, H) at the thinking positions."""
+        assert self.think is not None
+        positions = self.think.slot_positions(input_ids)  # (B, K)
+        return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+    def forward(self, batch: CoatBatch, lm_weight: float = 1.0) -> CoatOutput:
+        """L = lm_weight · L_lm + λ Σ_e w_e L_e (lm_weight 0 is the `align` stage of two-stage training)."""
+        device = next(self.parameters()).device
+        inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+        out = self.model(**inputs, labels=batch.labels.to(device), output_hidden_states=self.think is not None)
+        result = CoatOutput(loss=lm_weight * out.loss, lm_loss=out.loss, logits=out.logits)
+        if self.think is None or not self.heads:
+            return result
+        states = self.thinking_states(out.hidden_states[self.think_layer], inputs["input_ids"]).float()
+        for name, head in self.heads.items():
+            slots, clip = head(states)
+            loss = expert_loss(self.specs[name].kind, slots, clip, batch.targets[name].to(device))
+            result.slots[name], result.clips[name], result.expert_losses[name] = slots, clip, loss
+            weight = self.config.expert_weights.get(name, 1.0)
+            result.loss = result.loss + self.config.distill_weight * weight * loss
+        return result

@@ -1,0 +1,31 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from stages.train.batch import read_samples
+from stages.train.targets import TargetSpec
+
+TINY = ["tiny-qwen2-audio", "tiny-qwen2.5-omni", "tiny-af3"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_twin_cache(tmp_path_factory):
+    """Tiny twins are built offline into a fresh cache for the session, through the real save/load path."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COAT_PIPE_CACHE", str(tmp_path_factory.mktemp("coat-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def specs(extracted_corpus: Path) -> dict[str, TargetSpec]:
+    return {
+        e: TargetSpec.from_stats(json.loads((extracted_corpus / "stats" / f"{e}.json").read_text()))
+        for e in ("mel", "pitch")
+    }
+
+
+@pytest.fixture(scope="session")
+def samples(extracted_corpus: Path):
+    return read_samples(extracted_corpus, ["mel", "pitch"])

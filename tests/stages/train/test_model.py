@@ -1,0 +1,132 @@
+"""The CoAT model on each tiny backbone: prompt layout, what trains, what the heads read, the bundle."""
+
+import pytest
+import torch
+
+from pipeline.errors import UserError
+from stages.train.bundle import load_bundle, save_bundle
+from stages.train.config import ModelConfig
+from stages.train.model import CoatModel
+from stages.train.think import THINK_END, THINK_START
+from tests.stages.train.conftest import TINY
+
+K = 8
+
+
+def _model(name: str, specs, **kw) -> CoatModel:
+    torch.manual_seed(0)
+    return CoatModel.build(ModelConfig(backbone=name, think_tokens=K, head_width=64, **kw), specs)
+
+
+@pytest.fixture(scope="module", params=TINY)
+def coat(request, specs):
+    return _model(request.param, specs)
+
+
+def test_forward_backward_trains_only_lora_block_rows_and_heads(coat, samples):
+    out = coat(coat.batch(samples[:2]))
+    assert torch.isfinite(out.lm_loss) and set(out.expert_losses) == {"mel", "pitch"}
+    assert all(torch.isfinite(v) for v in out.expert_losses.values())
+    out.loss.backward()
+    trained = {n for n, p in coat.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    allowed = ("lora_A", "lora_B", "trainable_tokens", "heads.")
+    assert trained and all(any(a in n for a in allowed) for n in trained), sorted(trained)[:5]
+    assert any("trainable_tokens" in n for n in trained) and any("lora_" in n for n in trained)
+    assert any(n.startswith("heads.mel") for n in trained) and any(n.startswith("heads.pitch") for n in trained)
+    audio = coat.backbone.audio_encoder(coat.model.get_base_model())
+    assert not any(p.requires_grad for p in audio.parameters())
+    assert not any("audio_tower" in n and "lora" in n for n, _ in coat.named_parameters())
+    coat.zero_grad()
+
+
+def test_block_sits_once_at_the_assistant_turn_and_labels_cover_only_the_response(coat, samples):
+    batch = coat.batch(samples[:2])
+    tok = coat.processor.tokenizer
+    for row in range(2):
+        ids = batch.inputs["input_ids"][row][batch.inputs["attention_mask"][row].bool()].tolist()
+        block = coat.think.all
+        starts = [i for i in range(len(ids)) if ids[i : i + len(block)] == block]
+        assert len(starts) == 1 and all(ids.count(t) == 1 for t in block)
+        before = tok.decode(ids[: starts[0]])
+        assert before.endswith("<|im_start|>assistant\n") and THINK_START not in before
+        labelled = batch.labels[row][batch.labels[row] != -100].tolist()
+        assert tok.decode(labelled) == samples[row].answer + coat.backbone.end_of_turn
+        assert THINK_END not in tok.decode(labelled)
+
+
+def test_audio_placeholders_are_the_processors_own(coat, samples):
+    batch = coat.batch(samples[:2])
+    texts = [coat.backbone.prompt(coat.processor, s.question) for s in samples[:2]]
+    direct = coat.processor(
+        text=texts,
+        audio=[s.wave for s in samples[:2]],
+        sampling_rate=16000,
+        return_tensors="pt",
+        text_kwargs={"padding": True},
+    )
+    audio_id = coat.processor.audio_token_id
+    ours = (batch.inputs["input_ids"] == audio_id).sum(dim=1)
+    assert ours.tolist() == (direct["input_ids"] == audio_id).sum(dim=1).tolist() and (ours > 0).all()
+    # and the backbone's forward accepts them (it raises if placeholders and encoder frames disagree)
+    with torch.no_grad():
+        coat.model(**batch.inputs)
+
+
+def test_heads_read_the_thinking_positions_and_the_block_is_causal(coat, samples):
+    batch = coat.batch(samples[:1])
+    ids = batch.inputs["input_ids"]
+    positions = coat.think.slot_positions(ids)[0]
+    embed = coat.model.get_base_model().get_input_embeddings()
+    j, nudge = 3, {}
+
+    def perturb(module, args, output):
+        if nudge:
+            output = output.clone()
+            output[0, positions[j]] += 1.0
+        return output
+
+    handle = embed.register_forward_hook(perturb)
+    try:
+        with torch.no_grad():
+            clean = coat.model(**batch.inputs, output_hidden_states=True).hidden_states[coat.think_layer]
+            nudge["on"] = True
+            moved = coat.model(**batch.inputs, output_hidden_states=True).hidden_states[coat.think_layer]
+    finally:
+        handle.remove()
+    changed = (moved[0] - clean[0]).abs().amax(dim=-1) > 1e-6  # (L,)
+    assert not changed[: positions[j]].any() and changed[positions[j]] and changed[positions[j] :].all()
+    states = coat.thinking_states(clean, ids)
+    torch.testing.assert_close(states[0], clean[0, positions])
+
+
+def test_bundle_round_trip_is_exact(coat, samples, tmp_path):
+    optimizer = torch.optim.AdamW([p for p in coat.parameters() if p.requires_grad], lr=1e-2)
+    batch = coat.batch(samples[:2])
+    for _ in range(2):  # move LoRA, the block rows and the heads away from their initial values
+        coat(batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    coat.eval()
+    with torch.no_grad():
+        before = coat(batch)
+    reloaded = load_bundle(save_bundle(coat, tmp_path / "final"))
+    with torch.no_grad():
+        after = reloaded(reloaded.batch(samples[:2]))
+    assert torch.equal(before.logits, after.logits)
+    for e in ("mel", "pitch"):
+        assert torch.equal(before.slots[e], after.slots[e]) and torch.equal(before.clips[e], after.clips[e])
+    other = "af3" if coat.backbone.name != "af3" else "qwen2-audio"
+    with pytest.raises(UserError, match=f"not {other}"):
+        load_bundle(tmp_path / "final", backbone=other)
+    coat.train()
+
+
+def test_no_think_is_the_same_model_without_block_and_heads(specs, samples):
+    think, plain = _model("tiny-qwen2-audio", specs), _model("tiny-qwen2-audio", specs, no_think=True)
+    assert plain.think is None and len(plain.heads) == 0
+    lora = lambda m: {n: p.shape for n, p in m.named_parameters() if "lora_" in n}  # noqa: E731
+    assert lora(plain) == lora(think)
+    batch = plain.batch(samples[:2])
+    assert all(tok not in plain.processor.tokenizer.decode(batch.inputs["input_ids"][0]) for tok in (THINK_START,))
+    out = plain(batch)
+    assert out.expert_losses == {} and torch.equal(out.loss, out.lm_loss)

@@ -23,7 +23,8 @@ from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec
 
 
-def save_bundle(model: CoatModel, out: Path) -> Path:
+def save_bundle(model: CoatModel, out: Path | str) -> Path:
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "model": model.config.model_dump(mode="json"),
@@ -40,8 +41,9 @@ def save_bundle(model: CoatModel, out: Path) -> Path:
     return out
 
 
-def load_bundle(path: Path, backbone: str | None = None, model_path: str | None = None) -> CoatModel:
+def load_bundle(path: Path | str, backbone: str | None = None, model_path: str | None = None) -> CoatModel:
     """A CoatModel as saved. `backbone`, when given, must be the bundle's family; `model_path` relocates the base."""
+    path = Path(path)
     config_file = path / "config.yaml"
     if not config_file.is_file():
         raise UserError(f"{path} is not a coat-pipe model bundle (no config.yaml); bundles are written to RUN/final/")

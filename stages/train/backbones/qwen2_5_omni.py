@@ -11,7 +11,6 @@ from transformers import (
     Qwen2_5OmniProcessor,
     Qwen2_5OmniThinkerConfig,
     Qwen2_5OmniThinkerForConditionalGeneration,
-    Qwen2TokenizerFast,
     WhisperFeatureExtractor,
 )
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
@@ -21,7 +20,7 @@ from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
 )
 
 from stages.train.backbones.base import Backbone, qwen_chat_template
-from stages.train.backbones.tiny import train_tiny_tokenizer
+from stages.train.backbones.tiny import TINY_AUDIO, TINY_TEXT, tiny_qwen2_tokenizer
 
 # The real checkpoint's system prompt (its model card asks for it when audio output matters).
 SYSTEM = (
@@ -80,12 +79,7 @@ class Qwen25OmniBackbone(Backbone):
 
     def _tiny(self, seed: int) -> tuple[Qwen2_5OmniThinkerForConditionalGeneration, Qwen2_5OmniProcessor]:
         special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *MEDIA.values()]
-        tokenizer = Qwen2TokenizerFast(
-            tokenizer_object=train_tiny_tokenizer(special),
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            extra_special_tokens=MEDIA,
-        )
+        tokenizer = tiny_qwen2_tokenizer(special, extra_special_tokens=MEDIA)
         processor = AudioOnlyOmniProcessor(
             image_processor=None,
             video_processor=None,
@@ -95,36 +89,21 @@ class Qwen25OmniBackbone(Backbone):
         )
         ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in MEDIA.items()}
         config = Qwen2_5OmniThinkerConfig(
-            audio_config=Qwen2_5OmniAudioEncoderConfig(
-                num_mel_bins=128,
-                encoder_layers=2,
-                encoder_attention_heads=2,
-                encoder_ffn_dim=128,
-                d_model=64,
-                output_dim=64,
-            ),
+            audio_config=Qwen2_5OmniAudioEncoderConfig(**TINY_AUDIO, output_dim=TINY_TEXT["hidden_size"]),
             vision_config=Qwen2_5OmniVisionEncoderConfig(
                 depth=1,
                 hidden_size=32,
                 intermediate_size=64,
                 num_heads=2,
-                out_hidden_size=64,
+                out_hidden_size=TINY_TEXT["hidden_size"],
                 fullatt_block_indexes=[0],
             ),
             text_config=Qwen2_5OmniTextConfig(
                 vocab_size=len(tokenizer),
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=4,
-                num_attention_heads=4,
-                num_key_value_heads=2,
                 max_position_embeddings=4096,
                 # multimodal RoPE: sections of the 8 rotary frequency pairs for (time, height, width)
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-                tie_word_embeddings=False,
-                # A wider init than 0.02: with a frozen random lm_head, tiny logits would cap how far the
-                # LM loss can fall, and the twin is there to show learning, not to mimic a 7B init.
-                initializer_range=0.2,
+                **TINY_TEXT,
             ),
             audio_token_index=ids["audio_token"],
             image_token_index=ids["image_token"],

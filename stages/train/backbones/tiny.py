@@ -6,9 +6,32 @@ tokenizer class and the same chat-template and special-token machinery, only wit
 
 from __future__ import annotations
 
+from typing import Any
+
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import Qwen2TokenizerFast
 
 from stages.corpus.synth import NOTE_NAMES, PITCH_LEVELS
+
+# The size of every twin: 4 text layers of width 64, a 2-layer audio encoder on the real 128-bin front end.
+TINY_TEXT: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": False,
+    # A wider init than 0.02: with a frozen random lm_head, tiny logits would cap how far the LM loss
+    # can fall, and the twin is there to show learning, not to mimic a 7B init.
+    "initializer_range": 0.2,
+}
+TINY_AUDIO: dict[str, Any] = {
+    "num_mel_bins": 128,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "encoder_ffn_dim": 128,
+    "d_model": 64,
+}
 
 # Qwen2's pre-tokenisation pattern, so that words, numbers and newlines split as in the real tokenizer.
 QWEN2_SPLIT = (
@@ -48,3 +71,13 @@ def train_tiny_tokenizer(special_tokens: list[str], vocab_size: int = 600) -> To
     )
     tokenizer.train_from_iterator(_TEXT * 4, trainer)
     return tokenizer
+
+
+def tiny_qwen2_tokenizer(special_tokens: list[str], **kwargs: Any) -> Qwen2TokenizerFast:
+    """The twins' tokenizer: the real class (Qwen2's) over the small BPE, ChatML end and pad tokens."""
+    return Qwen2TokenizerFast(
+        tokenizer_object=train_tiny_tokenizer(special_tokens),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        **kwargs,
+    )

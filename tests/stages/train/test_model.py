@@ -1,5 +1,8 @@
 """The CoAT model on each tiny backbone: prompt layout, what trains, what the heads read, the bundle."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +133,11 @@ def test_no_think_is_the_same_model_without_block_and_heads(specs, samples):
     assert all(tok not in plain.processor.tokenizer.decode(batch.inputs["input_ids"][0]) for tok in (THINK_START,))
     out = plain(batch)
     assert out.expert_losses == {} and torch.equal(out.loss, out.lm_loss)
+
+
+def test_a_clip_longer_than_the_backbone_allows_is_cut_with_a_warning_naming_it(specs, samples):
+    model = _model("tiny-qwen2-audio", specs)
+    long = dataclasses.replace(samples[0], key="long_clip", wave=np.tile(samples[0].wave, 40)[: 16000 * 31])
+    with pytest.warns(UserWarning, match="long_clip: 31.0 s is longer than qwen2-audio's 30 s"):
+        batch = model.batch([long])
+    assert batch.inputs["feature_attention_mask"].sum() == 3000  # 30 s of 10 ms feature frames

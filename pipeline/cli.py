@@ -29,6 +29,14 @@ app.add_typer(bench_app, name="bench")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@app.callback()
+def _launcher_arguments(
+    local_rank: Annotated[int | None, typer.Option("--local_rank", hidden=True, help="Set by deepspeed.")] = None,
+) -> None:
+    """The deepspeed launcher puts --local_rank=N right after the program, before the command; the rank
+    itself is read from LOCAL_RANK, which the launcher also sets."""
+
+
 def user_errors(fn: F) -> F:
     """A UserError becomes one red line and exit code 2, never a traceback."""
 
@@ -208,6 +216,69 @@ def _print_extract_summary(summary: Any) -> None:
         rows = [(b.shard, b.key, b.expert, b.reason, b.message) for b in summary.bad[:30]]
         title = f"clips without targets ({len(summary.bad)}; all in {summary.log_file})"
         print_table(title, ["shard", "key", "expert", "reason", "detail"], rows)
+
+
+@app.command()
+@user_errors
+def train(
+    corpus: CorpusOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory (config, metrics, checkpoints, final/).")],
+    backbone: Annotated[str | None, typer.Option(help="qwen2-audio, qwen2.5-omni, af3, or tiny-<name>.")] = None,
+    experts: Annotated[
+        str | None, typer.Option(help="Store experts to distil, comma-separated (default: all).")
+    ] = None,
+    think_tokens: Annotated[int | None, typer.Option(help="K, the thinking positions.")] = None,
+    no_think: Annotated[bool, typer.Option("--no-think", help="Baseline: no block, no heads, same LoRA.")] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig settings; flags override it.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="two-stage (align, then joint) or joint.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per rank per micro-step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (warm-up then cosine).")] = None,
+    think_layer: Annotated[int | None, typer.Option(help="Hidden-state layer the heads read (default 2/3).")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    model_path: Annotated[str | None, typer.Option(help="Local dir or hub id of the backbone's weights.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers per rank.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (and at the end).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the model init and the data order.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN/checkpoints/latest.")] = False,
+) -> None:
+    """Stage two: train the CoAT model on tars + store under DeepSpeed ZeRO-2 (one process or many).
+
+    Example: [bold]coat-pipe train --backbone tiny-qwen2-audio --corpus data/train --out runs/coat --steps 100[/]
+
+    Several ranks: [bold]DS_ACCELERATOR=cpu deepspeed --num_gpus 2 --no_python coat-pipe train ...[/]
+    """
+    from pipeline.config import load_config
+    from stages.train.config import TrainConfig
+    from stages.train.recipe import run_train
+
+    model = {
+        "backbone": backbone,
+        "think_tokens": think_tokens,
+        "no_think": no_think or None,
+        "think_layer": think_layer,
+        "lora_rank": lora_rank,
+        "model_path": model_path,
+    }
+    overrides: dict[str, Any] = {
+        "corpus": corpus,
+        "out": out_dir,
+        "experts": experts,
+        "steps": steps,
+        "schedule": schedule,
+        "batch_size": batch_size,
+        "lr": lr,
+        "num_workers": workers,
+        "save_every": save_every,
+        "seed": seed,
+        "resume": resume or None,
+        "model": model,
+    }
+    result = run_train(load_config(TrainConfig, config, overrides))
+    out.print(
+        f"trained {result['steps']} steps → {result['run']}/final  "
+        f"(skipped clips: {result['skipped'] or 'none'}; {result['wall_seconds']:.0f} s)"
+    )
 
 
 @store_app.command("check")

@@ -26,7 +26,13 @@ def load_config(model: type[ConfigT], yaml_path: Path | None, overrides: dict[st
         if not isinstance(loaded, dict):
             raise UserError(f"{yaml_path}: expected a mapping of settings, got {type(loaded).__name__}")
         values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):  # nested settings merge one level
+            values[key] = {**values[key], **{k: v for k, v in value.items() if v is not None}}
+        elif isinstance(value, dict):
+            values[key] = {k: v for k, v in value.items() if v is not None}
+        elif value is not None:
+            values[key] = value
     try:
         return model.model_validate(values)
     except ValidationError as e:

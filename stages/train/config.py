@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -38,3 +39,40 @@ class ModelConfig(BaseModel):
         if not 0 <= layer <= num_layers:
             raise ValueError(f"think_layer must lie in [0, {num_layers}], got {layer}")
         return layer
+
+
+class TrainConfig(BaseModel):
+    """Stage two. Written in full to RUN/config.yaml; YAML file first, then CLI flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: Path  # extracted corpus (tars + store + stats)
+    out: Path  # the run directory
+    experts: list[str] = []  # store experts to distil; default: every expert with a stats file
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    steps: int = Field(default=200, ge=1)  # optimizer steps
+    batch_size: int = Field(default=4, ge=1)  # clips per rank per micro-step
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = 2e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr × this
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    schedule: Literal["two-stage", "joint"] = "two-stage"  # two-stage: `align` (distillation only), then `joint`
+    align_fraction: float = Field(default=0.3, ge=0, le=1)  # share of steps in the align stage
+    seed: int = 0
+    shuffle_window: int = 256  # clips shuffled together within an epoch (after the shard order shuffle)
+    num_workers: int = 2  # DataLoader workers per rank
+    log_every: int = 1
+    save_every: int = 50  # checkpoint every N steps (and at the end)
+    resume: bool = False  # continue from RUN/checkpoints/latest
+    ds_config: Path = Path(__file__).resolve().parents[2] / "launch" / "ds_zero2.json"
+
+    @field_validator("experts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @property
+    def align_steps(self) -> int:
+        return round(self.steps * self.align_fraction) if self.schedule == "two-stage" else 0

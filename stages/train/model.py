@@ -111,9 +111,10 @@ class CoatModel(nn.Module):
         result = CoatOutput(loss=lm_weight * out.loss, lm_loss=out.loss, logits=out.logits)
         if self.think is None or not self.heads:
             return result
-        states = self.thinking_states(out.hidden_states[self.think_layer], inputs["input_ids"]).float()
+        states = self.thinking_states(out.hidden_states[self.think_layer], inputs["input_ids"])
         for name, head in self.heads.items():
-            slots, clip = head(states)
+            slots, clip = head(states.to(head.proj_in.weight.dtype))
+            slots, clip = slots.float(), clip.float()  # losses in float32 whatever the training precision
             loss = expert_loss(self.specs[name].kind, slots, clip, batch.targets[name].to(device))
             result.slots[name], result.clips[name], result.expert_losses[name] = slots, clip, loss
             weight = self.config.expert_weights.get(name, 1.0)

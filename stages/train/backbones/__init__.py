@@ -41,8 +41,10 @@ def resolve_backbone(name: str, model_path: str | None = None) -> tuple[Backbone
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         backbone.build_tiny(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)  # atomic: concurrent ranks never see half a twin
+        try:
+            os.rename(tmp, folder)  # atomic: concurrent ranks never see half a twin
+        except OSError:  # another rank renamed its (identical) twin into place first
+            shutil.rmtree(tmp, ignore_errors=True)
     return backbone, str(folder)
 
 

@@ -1,0 +1,193 @@
+"""The training stream: tar shards and their store groups read in step, planned per epoch, split over ranks.
+
+Every rank computes the same epoch plan from `corpus.json` and the stores' status arrays (a few bytes
+per clip), so step counts agree across ranks without any communication and a resumed run sees exactly
+the batches an uninterrupted run would:
+
+  1. usable clips: status ok in every chosen expert (the rest are counted and skipped);
+  2. shard order shuffled by (seed, epoch), clips in tar order, then shuffled within windows of
+     `shuffle_window` clips (a sample buffer that keeps reads close together);
+  3. padded to a multiple of world × batch by repeating the epoch's first clips (DistributedSampler's
+     rule), then clip p goes to rank p mod world and the rank's clips are cut into batches.
+
+DataLoader workers then load whole batches: each sample is read from its tar by offset (a tar index
+built from the headers), decoded, and paired with its store frames. The position in the stream is
+(epoch, batch index): that is what a checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.audio import decode_audio, resample
+from pipeline.errors import UserError
+from stages.train.backbones.base import SAMPLE_RATE
+from stages.train.batch import CoatSample
+from stages.train.targets import TargetSpec
+from store_schema.check import check_store, read_stats
+from store_schema.corpus import AUDIO_EXTENSIONS, CorpusInfo, read_corpus
+from store_schema.layout import Status
+from store_schema.reader import ShardStore
+
+Item = tuple[int, int]  # (shard position in corpus.json, sample index in the shard)
+
+
+def preflight(corpus: CorpusInfo, experts: list[str]) -> dict[str, TargetSpec]:
+    """Refuse a store that cannot be trusted, before any model is built: name the shard and the fix."""
+    problems = check_store(corpus, experts)
+    if problems:
+        lines = "\n".join(f"  {p.shard}: {p.what} → {p.fix}" for p in problems[:12])
+        more = f"\n  … and {len(problems) - 12} more" if len(problems) > 12 else ""
+        raise UserError(
+            f"the store of {corpus.root} is not ready for training:\n{lines}{more}\n"
+            f"Run `coat-pipe store check {corpus.root}` for the full table."
+        )
+    return {e: TargetSpec.from_stats(read_stats(corpus.root, e)) for e in experts}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Which clips each rank sees in one epoch, batch by batch."""
+
+    batches: list[list[Item]]  # this rank's batches, in order
+    padded: int  # clips repeated to fill the last global step
+    skipped: Counter  # status name -> clips left out (bad status in a chosen expert)
+
+
+def usable_items(corpus: CorpusInfo, experts: list[str]) -> tuple[list[list[int]], Counter]:
+    """Per shard, the sample indices whose status is ok in every chosen expert; and the skips by status."""
+    usable, skipped = [], Counter()
+    for shard in corpus.shards:
+        store = ShardStore.for_tar(corpus.tar_path(shard))
+        worst = np.zeros(shard.samples, dtype=np.uint8)
+        for expert in experts:
+            worst = np.maximum(worst, store.expert(expert).status)
+        usable.append(np.flatnonzero(worst == Status.OK).tolist())
+        skipped.update(Status(int(s)).name.lower() for s in worst[worst != Status.OK])
+    return usable, skipped
+
+
+def plan_epoch(
+    usable: list[list[int]],
+    skipped: Counter,
+    epoch: int,
+    seed: int,
+    rank: int,
+    world: int,
+    batch_size: int,
+    shuffle_window: int = 256,
+) -> EpochPlan:
+    """The deterministic plan of one epoch for one rank (the same inputs give the same plan everywhere)."""
+    rng = np.random.default_rng([seed, epoch])
+    items: list[Item] = [(s, i) for s in rng.permutation(len(usable)) for i in usable[s]]
+    for start in range(0, len(items), shuffle_window):
+        window = items[start : start + shuffle_window]
+        items[start : start + shuffle_window] = [window[j] for j in rng.permutation(len(window))]
+    if not items:
+        raise UserError("no usable clips: every clip has a bad status in one of the chosen experts")
+    step = world * batch_size
+    padded = -len(items) % step
+    items = items + [items[j % len(items)] for j in range(padded)]
+    mine = items[rank::world]
+    return EpochPlan([mine[j : j + batch_size] for j in range(0, len(mine), batch_size)], padded, skipped)
+
+
+class TarIndex:
+    """Byte offsets of each sample's members in one tar, from its headers; reads a sample by seeking."""
+
+    def __init__(self, tar: Path) -> None:
+        self.tar = tar
+        self.keys: list[str] = []
+        self.members: list[dict[str, tuple[int, int]]] = []  # sample index -> extension -> (offset, size)
+        with tarfile.open(tar, "r:") as archive:
+            for member in archive:
+                if not member.isreg() or "." not in member.name:
+                    continue
+                key, ext = member.name.split(".", 1)
+                if not self.keys or self.keys[-1] != key:
+                    self.keys.append(key)
+                    self.members.append({})
+                self.members[-1][ext] = (member.offset_data, member.size)
+
+    def read(self, index: int) -> dict[str, bytes]:
+        """The sample's entries by extension (its key is `keys[index]`)."""
+        sample = {}
+        with open(self.tar, "rb") as f:
+            for ext, (offset, size) in self.members[index].items():
+                f.seek(offset)
+                sample[ext] = f.read(size)
+        return sample
+
+
+class PlannedBatches(Dataset):
+    """Batch j of a plan -> its CoatSamples (decoded audio + store targets). Map-style: workers and resume
+    both index batches, so order never depends on worker timing."""
+
+    def __init__(self, corpus_root: Path, experts: list[str], batches: list[list[Item]]) -> None:
+        self.corpus_root, self.experts, self.batches = Path(corpus_root), experts, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @cached_property
+    def _corpus(self) -> CorpusInfo:
+        return read_corpus(self.corpus_root)
+
+    @cached_property
+    def _opened(self) -> dict[int, tuple[TarIndex, ShardStore | None]]:
+        return {}  # per worker process: shard -> its tar index and store, opened on first use
+
+    def _sample(self, shard: int, index: int) -> CoatSample:
+        tar = self._corpus.tar_path(self._corpus.shards[shard])
+        if shard not in self._opened:
+            self._opened[shard] = (TarIndex(tar), ShardStore.for_tar(tar) if self.experts else None)
+        tar_index, store = self._opened[shard]
+        raw, key = tar_index.read(index), tar_index.keys[index]
+        if store is not None and store.keys[index] != key:
+            raise RuntimeError(f"{tar.name}: store key {store.keys[index]!r} ≠ tar key {key!r} at {index}")
+        ext = next(e for e in AUDIO_EXTENSIONS if e in raw)
+        wave, rate = decode_audio(raw[ext], f"{key}.{ext}")
+        meta = json.loads(raw["json"])
+        user = next(m["content"] for m in meta["messages"] if m["role"] == "user")
+        answer = next(m["content"] for m in meta["messages"] if m["role"] == "assistant")
+        groups = {e: store.expert(e) for e in self.experts} if store is not None else {}
+        return CoatSample(
+            key,
+            resample(wave, rate, SAMPLE_RATE),
+            user,
+            answer,
+            {e: g.frames_of(index) for e, g in groups.items()},
+            {e: g.clip[index] for e, g in groups.items()},
+        )
+
+    def __getitem__(self, j: int) -> list[CoatSample]:
+        return [self._sample(shard, index) for shard, index in self.batches[j]]
+
+
+def _as_list(batch: list[CoatSample]) -> list[CoatSample]:
+    return batch
+
+
+def batch_loader(dataset: PlannedBatches, start: int, num_workers: int) -> DataLoader:
+    """Batches start, start + 1, … of the plan, loaded ahead by `num_workers` processes."""
+    # Its own generator: each iterator draws a seed from it, and drawing from the global one would shift
+    # the dropout masks of a resumed run away from those of an uninterrupted one.
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=range(start, len(dataset)),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+        collate_fn=_as_list,
+        prefetch_factor=2 if num_workers else None,
+        persistent_workers=False,
+    )

@@ -1,0 +1,219 @@
+"""Stage two: train the CoAT model on tars + the precomputed store under DeepSpeed ZeRO-2.
+
+One process (CPU or one GPU):
+    coat-pipe train --backbone tiny-qwen2-audio --corpus data/train --out runs/coat --steps 200
+Several ranks (the launcher appends --local_rank=N, which `coat-pipe train` accepts):
+    deepspeed --num_gpus 8 --no_python coat-pipe train --backbone af3 --corpus data/train --out runs/af3
+    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 --no_python coat-pipe train --backbone tiny-af3 ...
+Baseline: the same command with --no-think. Continue a run: the same command with --resume.
+
+The recipe reads top to bottom: setup, data plan, model, engine, resume, the loop, export.
+The experts never run here; their targets come from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from typing import Any
+
+import deepspeed
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.optim.lr_scheduler import LambdaLR
+
+from pipeline.config import config_dict
+from pipeline.errors import UserError
+from pipeline.progress import console
+from stages.train.backbones import resolve_backbone
+from stages.train.bundle import save_bundle
+from stages.train.config import TrainConfig
+from stages.train.data import PlannedBatches, batch_loader, plan_epoch, preflight, usable_items
+from stages.train.model import CoatModel
+from store_schema.corpus import read_corpus
+from store_schema.layout import STATS_DIR
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Without a launcher this is a world of one."""
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    on_gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
+    if on_gpu:
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
+    """launch/ds_zero2.json with its "auto" values filled from the run's settings."""
+    ds = json.loads(cfg.ds_config.read_text())
+    auto = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+    }
+    for key, value in auto.items():
+        if ds.get(key) == "auto":
+            ds[key] = value
+    if ds.get("bf16", {}).get("enabled") == "auto":
+        ds["bf16"]["enabled"] = on_gpu  # bf16 on GPU, fp32 on CPU
+    params = ds.get("optimizer", {}).get("params", {})
+    for key, value in (("lr", cfg.lr), ("weight_decay", cfg.weight_decay)):
+        if params.get(key) == "auto":
+            params[key] = value
+    ds.pop("train_batch_size", None)  # derived by DeepSpeed from micro batch × accumulation × world
+    return ds
+
+
+def warmup_cosine(cfg: TrainConfig):  # noqa: ANN201 - LambdaLR's multiplier
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def run_train(cfg: TrainConfig) -> dict[str, Any]:
+    # --- data first: refuse a bad store before anything starts, then the epoch plan's inputs -------
+    corpus = read_corpus(cfg.corpus)
+    experts = cfg.experts or sorted(p.stem for p in (cfg.corpus / STATS_DIR).glob("*.json"))
+    if not experts and not cfg.model.no_think:
+        raise UserError(f"{cfg.corpus}: no experts in the store; run `coat-pipe extract --corpus {cfg.corpus}` first")
+    specs = preflight(corpus, experts) if experts else {}
+    usable, skipped = usable_items(corpus, experts)
+    run, checkpoints = cfg.out, cfg.out / "checkpoints"
+    if not cfg.resume and (checkpoints / "latest").exists():  # every rank checks, so every rank stops
+        raise UserError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
+
+    # --- setup: distributed, seeds, run directory ---------------------------------------------------
+    rank, world, device = init_distributed()
+    is_main = rank == 0
+    if is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+
+    # --- model and DeepSpeed engine ----------------------------------------------------------------
+    if is_main:  # a tiny twin is built once, by rank 0, before any rank loads it
+        resolve_backbone(cfg.model.backbone, cfg.model.model_path)
+    dist.barrier()
+    torch.manual_seed(cfg.seed)  # after the twin's build, which seeds its own init
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = CoatModel.build(cfg.model, {} if cfg.model.no_think else specs)
+    if is_main:
+        (run / "ds_config.json").write_text(json.dumps(deepspeed_config(cfg, device.type == "cuda"), indent=1))
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=deepspeed_config(cfg, device.type == "cuda"),
+        lr_scheduler=lambda optimizer: LambdaLR(optimizer, warmup_cosine(cfg)),
+    )
+
+    # --- resume: DeepSpeed state, stream position, RNG ---------------------------------------------
+    epoch, batch_in_epoch = 0, 0
+    if cfg.resume and (checkpoints / "latest").exists():
+        _, client = engine.load_checkpoint(str(checkpoints))
+        epoch, batch_in_epoch = client["epoch"], client["batch_in_epoch"]
+        tag = (checkpoints / "latest").read_text().strip()
+        set_rng_state(torch.load(checkpoints / tag / f"rng-rank{rank}.pt", weights_only=False))
+        if is_main:
+            console.print(f"resumed from {tag}: step {engine.global_steps}, epoch {epoch}, batch {batch_in_epoch}")
+
+    def save(step: int) -> None:
+        tag = f"step{step:07d}"
+        engine.save_checkpoint(
+            str(checkpoints), tag=tag, client_state={"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step}
+        )
+        torch.save(rng_state(), checkpoints / tag / f"rng-rank{rank}.pt")
+
+    # --- the loop ----------------------------------------------------------------------------------
+    metrics = open(run / "metrics.jsonl", "a") if is_main else None
+    batches_log = open(run / f"batches-rank{rank}.jsonl", "a")  # which clips each step saw
+    tensorboard = None
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tensorboard = SummaryWriter(str(run / "tensorboard"))
+    started, seen = time.perf_counter(), 0
+    while engine.global_steps < cfg.steps:
+        plan = plan_epoch(usable, skipped, epoch, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window)
+        loader = batch_loader(PlannedBatches(corpus.root, experts, plan.batches), batch_in_epoch, cfg.num_workers)
+        for samples in loader:
+            step = engine.global_steps
+            stage = "align" if step < cfg.align_steps else "joint"
+            out = engine(model.batch(samples), lm_weight=0.0 if stage == "align" else 1.0)
+            engine.backward(out.loss)
+            engine.step()  # an optimizer step at each accumulation boundary
+            batch_in_epoch += 1
+            seen += len(samples) * world
+            batches_log.write(json.dumps({"step": step, "epoch": epoch, "keys": [s.key for s in samples]}) + "\n")
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            step = engine.global_steps
+            logged = step % cfg.log_every == 0 or step == cfg.steps
+            if logged:  # the mean over ranks of each loss part: one small all-reduce per logged step
+                parts = {"loss": out.loss, "lm": out.lm_loss, **out.expert_losses}
+                values = torch.stack([v.detach().float() for v in parts.values()]).to(device)
+                dist.all_reduce(values)
+                means = dict(zip(parts, (values / world).tolist()))
+            if is_main and logged:
+                row = {
+                    "step": step,
+                    "stage": stage,
+                    **means,
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_s": seen / (time.perf_counter() - started),
+                }
+                metrics.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
+                metrics.flush()  # type: ignore[union-attr]
+                for key, value in row.items():
+                    if isinstance(value, float):
+                        tensorboard.add_scalar(f"train/{key}", value, step)  # type: ignore[union-attr]
+                shown = " ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "stage", "lr"))
+                console.print(
+                    f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}", markup=False, highlight=False
+                )
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                batches_log.flush()
+                save(step)
+            if step >= cfg.steps:
+                break
+        else:  # the epoch ran out: next epoch from its first batch
+            epoch, batch_in_epoch = epoch + 1, 0
+
+    # --- export: the bundle is what evaluation reads ------------------------------------------------
+    batches_log.close()
+    if is_main:
+        save_bundle(model, run / "final")
+        metrics.close()  # type: ignore[union-attr]
+        tensorboard.close()  # type: ignore[union-attr]
+    dist.barrier()
+    return {
+        "steps": engine.global_steps,
+        "epoch": epoch,
+        "skipped": dict(skipped),
+        "padded": plan.padded,
+        "run": str(run),
+        "wall_seconds": time.perf_counter() - started,
+    }

@@ -1,0 +1,61 @@
+"""The epoch plan and the planned batches: balanced ranks, every clip once, exact resume."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.errors import UserError
+from stages.train.data import PlannedBatches, batch_loader, plan_epoch, preflight, usable_items
+from store_schema.corpus import read_corpus, read_tar_keys
+from tests.conftest import copy_corpus
+
+
+def _plans(usable, world, batch, epoch=0):
+    return [plan_epoch(usable, Counter(), epoch, 7, rank, world, batch) for rank in range(world)]
+
+
+def test_ranks_get_the_same_number_of_batches_and_every_clip_once_per_epoch():
+    usable = [list(range(n)) for n in (6, 6, 6, 6, 5)]  # 5 shards, 29 clips, over 2 ranks
+    plans = _plans(usable, world=2, batch=4)
+    assert len(plans[0].batches) == len(plans[1].batches) == 4
+    seen = Counter(item for p in plans for b in p.batches for item in b)
+    everything = {(s, i) for s, idx in enumerate(usable) for i in idx}
+    assert set(seen) == everything
+    assert sum(seen.values()) - len(everything) == plans[0].padded == 3  # 32 slots for 29 clips
+    assert all(len(b) == 4 for p in plans for b in p.batches)
+
+
+def test_plan_is_deterministic_and_reshuffled_each_epoch():
+    usable = [list(range(10)) for _ in range(4)]
+    assert _plans(usable, 2, 3)[0].batches == _plans(usable, 2, 3)[0].batches
+    assert _plans(usable, 2, 3, epoch=0)[0].batches != _plans(usable, 2, 3, epoch=1)[0].batches
+
+
+def test_bad_status_clips_are_skipped_and_counted(extracted_corpus, tmp_path):
+    corpus_dir = copy_corpus(extracted_corpus, tmp_path / "c")
+    status = zarr.open_array(corpus_dir / "train-000001.zarr" / "pitch" / "status", mode="r+")
+    values = status[:]
+    values[2] = 5  # silent
+    status[:] = values
+    usable, skipped = usable_items(read_corpus(corpus_dir), ["mel", "pitch"])
+    assert 2 not in usable[1] and len(usable[1]) == 5 and skipped == Counter({"silent": 1})
+
+
+def test_planned_batches_load_the_planned_clips_with_workers_and_from_any_start(extracted_corpus):
+    corpus = read_corpus(extracted_corpus)
+    usable, _ = usable_items(corpus, ["mel", "pitch"])
+    plan = plan_epoch(usable, Counter(), 0, 0, 0, 1, 4)
+    keys = [read_tar_keys(corpus.tar_path(s)) for s in corpus.shards]
+    dataset = PlannedBatches(extracted_corpus, ["mel", "pitch"], plan.batches)
+    loaded = [[s.key for s in b] for b in batch_loader(dataset, 0, num_workers=2)]
+    assert loaded == [[keys[s][i] for s, i in b] for b in plan.batches]
+    assert [[s.key for s in b] for b in batch_loader(dataset, 2, num_workers=0)] == loaded[2:]
+    first = dataset[0][0]
+    assert first.frames["mel"].shape[1] == 128 and first.clip["pitch"].shape == (2,) and first.wave.dtype == np.float32
+
+
+def test_preflight_names_what_is_missing(extracted_corpus):
+    with pytest.raises(UserError, match="no 'beats' group.*coat-pipe extract"):
+        preflight(read_corpus(extracted_corpus), ["mel", "beats"])

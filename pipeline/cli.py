@@ -391,6 +391,35 @@ def bench_extract(
     out.print(f"ratio full / bare throughput: [bold]{result['ratio']:.3f}[/]")
 
 
+@bench_app.command("train")
+@user_errors
+def bench_train(
+    backbone: Annotated[str, typer.Option(help="Backbone (a tiny twin runs anywhere).")] = "tiny-qwen2-audio",
+    corpus: Annotated[Path | None, typer.Option(help="Extracted corpus (default: a synthetic one).")] = None,
+    steps: Annotated[int, typer.Option(help="Timed steps per variant and round.", min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(help="Clips per step.", min=1)] = 4,
+    think_tokens: Annotated[int, typer.Option(help="K for the CoAT variant.")] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader workers for the stream comparison.")] = 0,
+) -> None:
+    """CoAT (K thinking tokens, every store expert) vs --no-think step time, and the tar + store stream vs
+    the tar stream alone, on the same backbone, batch and clips, in one process.
+
+    Example: [bold]coat-pipe bench train --backbone tiny-qwen2-audio --steps 10[/]
+    """
+    from stages.train.bench import bench_train as run_bench
+
+    r = run_bench(backbone, corpus, steps, batch_size, think_tokens, workers)
+    rows = [
+        (f"step time, CoAT K={r['think_tokens']} ({','.join(r['experts'])})", f"{r['coat_step_s'] * 1000:.1f} ms"),
+        ("step time, --no-think", f"{r['base_step_s'] * 1000:.1f} ms"),
+        ("[bold]ratio CoAT / baseline", f"[bold]{r['step_ratio']:.3f}"),
+        ("stream, tar + store", f"{r['stream_store_clips_s']:.1f} clips/s"),
+        ("stream, tar only", f"{r['stream_tar_clips_s']:.1f} clips/s"),
+        ("[bold]ratio tar + store / tar only", f"[bold]{r['stream_ratio']:.3f}"),
+    ]
+    print_table(f"bench train: {r['backbone']}, batch {r['batch_size']}, {r['clips']} clips streamed", ["", ""], rows)
+
+
 @bench_app.command("codecs")
 @user_errors
 def bench_codecs(

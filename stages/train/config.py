@@ -30,7 +30,7 @@ class ModelConfig(BaseModel):
     lora_targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))  # linear layers of the LM only
     distill_weight: float = 1.0  # λ in L = L_lm + λ Σ_e w_e L_e
     expert_weights: dict[str, float] = {}  # w_e; default 1 for every expert
-    head_width: int = 256
+    head_width: int | None = None  # default: min(256, the backbone's hidden size)
     head_layers: int = 2
     head_heads: int = 4
 

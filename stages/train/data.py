@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -128,6 +128,43 @@ class TarIndex:
         return sample
 
 
+class ShardTargets:
+    """One shard's store groups, read for random access: offsets and clip targets held in memory,
+    frames read a chunk at a time through a small cache (a window of the plan stays within a few chunks)."""
+
+    def __init__(self, tar: Path, experts: list[str], cached_chunks: int = 8) -> None:
+        store = ShardStore.for_tar(tar)
+        self.keys = store.keys
+        self.groups = {e: store.expert(e) for e in experts}
+        self.offsets = {e: g.offsets for e, g in self.groups.items()}
+        self.clips = {e: g.clip[:] for e, g in self.groups.items()}
+        self.chunk = {e: g.frames.chunks[0] for e, g in self.groups.items()}
+        self._chunks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._capacity = cached_chunks
+
+    def _chunk(self, expert: str, c: int) -> np.ndarray:
+        if (expert, c) not in self._chunks:
+            size = self.chunk[expert]
+            self._chunks[(expert, c)] = self.groups[expert].frames[c * size : (c + 1) * size]
+            if len(self._chunks) > self._capacity:
+                self._chunks.popitem(last=False)
+        self._chunks.move_to_end((expert, c))
+        return self._chunks[(expert, c)]
+
+    def frames(self, expert: str, index: int) -> np.ndarray:
+        start, stop = int(self.offsets[expert][index]), int(self.offsets[expert][index + 1])
+        size = self.chunk[expert]
+        parts = (
+            [
+                self._chunk(expert, c)[max(start - c * size, 0) : stop - c * size]
+                for c in range(start // size, (stop - 1) // size + 1)
+            ]
+            if stop > start
+            else []
+        )
+        return np.concatenate(parts) if parts else np.zeros((0, self.clips[expert].shape[1]), np.float16)
+
+
 class PlannedBatches(Dataset):
     """Batch j of a plan -> its CoatSamples (decoded audio + store targets). Map-style: workers and resume
     both index batches, so order never depends on worker timing."""
@@ -143,31 +180,25 @@ class PlannedBatches(Dataset):
         return read_corpus(self.corpus_root)
 
     @cached_property
-    def _opened(self) -> dict[int, tuple[TarIndex, ShardStore | None]]:
-        return {}  # per worker process: shard -> its tar index and store, opened on first use
+    def _opened(self) -> dict[int, tuple[TarIndex, ShardTargets | None]]:
+        return {}  # per worker process: shard -> its tar index and store targets, opened on first use
 
     def _sample(self, shard: int, index: int) -> CoatSample:
         tar = self._corpus.tar_path(self._corpus.shards[shard])
         if shard not in self._opened:
-            self._opened[shard] = (TarIndex(tar), ShardStore.for_tar(tar) if self.experts else None)
-        tar_index, store = self._opened[shard]
+            self._opened[shard] = (TarIndex(tar), ShardTargets(tar, self.experts) if self.experts else None)
+        tar_index, targets = self._opened[shard]
         raw, key = tar_index.read(index), tar_index.keys[index]
-        if store is not None and store.keys[index] != key:
-            raise RuntimeError(f"{tar.name}: store key {store.keys[index]!r} ≠ tar key {key!r} at {index}")
+        if targets is not None and targets.keys[index] != key:
+            raise RuntimeError(f"{tar.name}: store key {targets.keys[index]!r} ≠ tar key {key!r} at {index}")
         ext = next(e for e in AUDIO_EXTENSIONS if e in raw)
         wave, rate = decode_audio(raw[ext], f"{key}.{ext}")
         meta = json.loads(raw["json"])
         user = next(m["content"] for m in meta["messages"] if m["role"] == "user")
         answer = next(m["content"] for m in meta["messages"] if m["role"] == "assistant")
-        groups = {e: store.expert(e) for e in self.experts} if store is not None else {}
-        return CoatSample(
-            key,
-            resample(wave, rate, SAMPLE_RATE),
-            user,
-            answer,
-            {e: g.frames_of(index) for e, g in groups.items()},
-            {e: g.clip[index] for e, g in groups.items()},
-        )
+        frames = {e: targets.frames(e, index) for e in self.experts} if targets else {}
+        clips = {e: targets.clips[e][index] for e in self.experts} if targets else {}
+        return CoatSample(key, resample(wave, rate, SAMPLE_RATE), user, answer, frames, clips)
 
     def __getitem__(self, j: int) -> list[CoatSample]:
         return [self._sample(shard, index) for shard, index in self.batches[j]]

@@ -67,11 +67,10 @@ class CoatModel(nn.Module):
         self.think_layer = config.resolved_think_layer(backbone.num_layers(base))
         hidden, k = backbone.hidden_size(base), config.think_tokens
         self.heads = nn.ModuleDict()
+        width = config.head_width or min(256, hidden)
         if think is not None:
             for name, spec in specs.items():
-                self.heads[name] = ExpertHead(
-                    hidden, spec.dim, k, config.head_width, config.head_layers, config.head_heads
-                )
+                self.heads[name] = ExpertHead(hidden, spec.dim, k, width, config.head_layers, config.head_heads)
 
     @classmethod
     def load_base(cls, config: ModelConfig) -> tuple[Backbone, str, PreTrainedModel, ProcessorMixin, ThinkIds | None]:

@@ -59,3 +59,17 @@ def test_planned_batches_load_the_planned_clips_with_workers_and_from_any_start(
 def test_preflight_names_what_is_missing(extracted_corpus):
     with pytest.raises(UserError, match="no 'beats' group.*coat-pipe extract"):
         preflight(read_corpus(extracted_corpus), ["mel", "beats"])
+
+
+def test_chunk_cached_frames_equal_the_stored_frames(extracted_corpus):
+    from stages.train.data import ShardTargets
+    from store_schema.reader import ShardStore
+
+    tar = read_corpus(extracted_corpus).tar_path(read_corpus(extracted_corpus).shards[0])
+    targets = ShardTargets(tar, ["mel"], cached_chunks=1)
+    targets.chunk["mel"] = 7  # tiny chunks in the cache's arithmetic: every clip crosses chunk borders
+    group = ShardStore.for_tar(tar).expert("mel")
+    group_chunked = group.frames[:]
+    targets.groups["mel"] = type("G", (), {"frames": group_chunked})()
+    for i in reversed(range(len(targets.keys))):
+        np.testing.assert_array_equal(targets.frames("mel", i), group.frames_of(i))

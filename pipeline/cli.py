@@ -420,6 +420,35 @@ def bench_train(
     print_table(f"bench train: {r['backbone']}, batch {r['batch_size']}, {r['clips']} clips streamed", ["", ""], rows)
 
 
+@bench_app.command("train-7b")
+@user_errors
+def bench_train_7b(
+    variant: Annotated[str, typer.Option(help="coat or baseline (run each in its own process).")] = "coat",
+    steps: Annotated[int, typer.Option(help="Timed steps after two warm-up steps.", min=1)] = 6,
+    toy: Annotated[bool, typer.Option("--toy", help="A toy-size model on CPU: checks the script, no figure.")] = False,
+) -> None:
+    """Real-size random-init Qwen2-Audio-7B, ZeRO-2 + LoRA, K=32, two 30 s clips: step time and peak GPU memory.
+
+    Needs one GPU with ~40 GiB. Example: [bold]coat-pipe bench train-7b --variant coat; coat-pipe bench train-7b --variant baseline[/]
+    """
+    if variant not in ("coat", "baseline"):
+        raise UserError(f"--variant must be coat or baseline, got {variant!r}")
+    from stages.train.bench_real_size import bench_real_size
+
+    r = bench_real_size(variant == "baseline", steps, toy)
+    rows = [
+        (
+            r["variant"],
+            f"{r['params_b']:.2f} B",
+            r["tokens"],
+            f"{r['step_s']:.3f} s",
+            " ".join(f"{t:.3f}" for t in r["steps_s"]),
+            f"{r['peak_gib']:.1f} GiB",
+        )
+    ]
+    print_table("bench train-7b", ["variant", "params", "tokens", "median step", "steps", "peak memory"], rows)
+
+
 @bench_app.command("codecs")
 @user_errors
 def bench_codecs(

@@ -429,7 +429,9 @@ def bench_train_7b(
 ) -> None:
     """Real-size random-init Qwen2-Audio-7B, ZeRO-2 + LoRA, K=32, two 30 s clips: step time and peak GPU memory.
 
-    Needs one GPU with ~40 GiB. Example: [bold]coat-pipe bench train-7b --variant coat; coat-pipe bench train-7b --variant baseline[/]
+    Needs one GPU with ~40 GiB.
+
+    Example: [bold]coat-pipe bench train-7b --variant coat && coat-pipe bench train-7b --variant baseline[/]
     """
     if variant not in ("coat", "baseline"):
         raise UserError(f"--variant must be coat or baseline, got {variant!r}")

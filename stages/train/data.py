@@ -76,6 +76,11 @@ def usable_items(corpus: CorpusInfo, experts: list[str]) -> tuple[list[list[int]
     return usable, skipped
 
 
+def clip_lengths(corpus: CorpusInfo, expert: str) -> list[np.ndarray]:
+    """Per shard, each clip's length in store frames (from one expert's offsets): the key that groups batches."""
+    return [np.diff(ShardStore.for_tar(corpus.tar_path(s)).expert(expert).offsets) for s in corpus.shards]
+
+
 def plan_epoch(
     usable: list[list[int]],
     skipped: Counter,
@@ -85,8 +90,12 @@ def plan_epoch(
     world: int,
     batch_size: int,
     shuffle_window: int = 256,
+    lengths: list[np.ndarray] | None = None,
 ) -> EpochPlan:
-    """The deterministic plan of one epoch for one rank (the same inputs give the same plan everywhere)."""
+    """The deterministic plan of one epoch for one rank (the same inputs give the same plan everywhere).
+
+    With `lengths`, each window is sorted by length and cut into global steps of similar clips, whose
+    order is then shuffled: batches pad less, and every rank's batch in a step is alike in length."""
     rng = np.random.default_rng([seed, epoch])
     items: list[Item] = [(s, i) for s in rng.permutation(len(usable)) for i in usable[s]]
     for start in range(0, len(items), shuffle_window):
@@ -97,6 +106,12 @@ def plan_epoch(
     step = world * batch_size
     padded = -len(items) % step
     items = items + [items[j % len(items)] for j in range(padded)]
+    if lengths is not None:
+        window = max(step, shuffle_window // step * step)
+        for start in range(0, len(items), window):
+            chunk = sorted(items[start : start + window], key=lambda item: int(lengths[item[0]][item[1]]))
+            groups = [chunk[g : g + step] for g in range(0, len(chunk), step)]
+            items[start : start + window] = [item for g in rng.permutation(len(groups)) for item in groups[g]]
     mine = items[rank::world]
     return EpochPlan([mine[j : j + batch_size] for j in range(0, len(mine), batch_size)], padded, skipped)
 

@@ -33,7 +33,7 @@ from pipeline.progress import console
 from stages.train.backbones import resolve_backbone
 from stages.train.bundle import save_bundle
 from stages.train.config import TrainConfig
-from stages.train.data import PlannedBatches, batch_loader, plan_epoch, preflight, usable_items
+from stages.train.data import PlannedBatches, batch_loader, clip_lengths, plan_epoch, preflight, usable_items
 from stages.train.model import CoatModel
 from store_schema.corpus import read_corpus
 from store_schema.layout import STATS_DIR
@@ -102,6 +102,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         raise UserError(f"{cfg.corpus}: no experts in the store; run `coat-pipe extract --corpus {cfg.corpus}` first")
     specs = preflight(corpus, experts) if experts else {}
     usable, skipped = usable_items(corpus, experts)
+    lengths = clip_lengths(corpus, experts[0]) if experts else None  # batches of similar duration
     run, checkpoints = cfg.out, cfg.out / "checkpoints"
     if not cfg.resume and (checkpoints / "latest").exists():  # every rank checks, so every rank stops
         raise UserError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
@@ -157,7 +158,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         tensorboard = SummaryWriter(str(run / "tensorboard"))
     started, seen = time.perf_counter(), 0
     while engine.global_steps < cfg.steps:
-        plan = plan_epoch(usable, skipped, epoch, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window)
+        plan = plan_epoch(usable, skipped, epoch, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window, lengths)
         loader = batch_loader(PlannedBatches(corpus.root, experts, plan.batches), batch_in_epoch, cfg.num_workers)
         for samples in loader:
             step = engine.global_steps

@@ -73,3 +73,24 @@ def test_chunk_cached_frames_equal_the_stored_frames(extracted_corpus):
     targets.groups["mel"] = type("G", (), {"frames": group_chunked})()
     for i in reversed(range(len(targets.keys))):
         np.testing.assert_array_equal(targets.frames("mel", i), group.frames_of(i))
+
+
+def test_grouping_by_length_keeps_coverage_and_makes_each_step_alike():
+    rng = np.random.default_rng(1)
+    usable = [list(range(40)) for _ in range(3)]
+    lengths = [rng.integers(10, 100, 40) for _ in range(3)]
+    plans = [plan_epoch(usable, Counter(), 0, 3, r, 2, 4, shuffle_window=40, lengths=lengths) for r in (0, 1)]
+    plain = [plan_epoch(usable, Counter(), 0, 3, r, 2, 4, shuffle_window=40) for r in (0, 1)]
+
+    def covered(ps):
+        return Counter(item for p in ps for b in p.batches for item in b)
+
+    assert covered(plans) == covered(plain)  # the same clips, the same number of times
+    assert len(plans[0].batches) == len(plans[1].batches)
+
+    def spread(ps):  # mean (longest - shortest) over each global step's clips, both ranks together
+        return np.mean(
+            [np.ptp([lengths[s][i] for p in ps for s, i in p.batches[j]]) for j in range(len(ps[0].batches))]
+        )
+
+    assert spread(plans) < 0.5 * spread(plain)

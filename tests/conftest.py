@@ -31,6 +31,25 @@ def cli(*args: object, expect: int | None = 0) -> Result:
     return result
 
 
+def extract_one_shard_with_other_options(corpus: Path, index: int) -> None:
+    """Re-extract `mel` for shard `index` of 3 with 64 bins: a group whose fingerprint differs."""
+    cli(
+        "extract",
+        "--corpus",
+        corpus,
+        "--expert",
+        "mel",
+        "--set",
+        "mel.n_mels=64",
+        "--overwrite",
+        "--shard-index",
+        index,
+        "--num-shards",
+        3,
+        "--no-progress",
+    )
+
+
 def copy_corpus(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".coat-locks"))
     return dst

@@ -9,7 +9,7 @@ import zarr
 
 from store_schema.check import check_store
 from store_schema.corpus import read_corpus
-from tests.conftest import cli, copy_corpus
+from tests.conftest import cli, copy_corpus, extract_one_shard_with_other_options
 
 
 @pytest.fixture
@@ -49,21 +49,7 @@ def test_group_left_under_its_temporary_name(corpus):
 
 
 def test_group_made_with_other_options(corpus):
-    cli(
-        "extract",
-        "--corpus",
-        corpus,
-        "--expert",
-        "mel",
-        "--set",
-        "mel.n_mels=64",
-        "--overwrite",
-        "--shard-index",
-        1,
-        "--num-shards",
-        3,
-        "--no-progress",
-    )
+    extract_one_shard_with_other_options(corpus, 1)
     out = _problems(corpus)
     assert "train-000001.tar" in out and "other options" in out and "--overwrite" in out
     assert "train-000000.tar" not in out

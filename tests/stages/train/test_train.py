@@ -16,7 +16,7 @@ import zarr
 
 from stages.train.bundle import load_bundle
 from store_schema.corpus import read_corpus, read_tar_keys
-from tests.conftest import cli, copy_corpus
+from tests.conftest import cli, copy_corpus, extract_one_shard_with_other_options
 from tests.stages.train.conftest import TINY
 
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
@@ -151,21 +151,7 @@ def test_a_store_that_cannot_be_trusted_is_refused_before_step_1(fault, extracte
         keys = zarr.open_array(corpus / "train-000001.zarr" / "keys", mode="r+")
         keys[:] = keys[:][::-1]
     elif fault == "stale fingerprint":
-        cli(
-            "extract",
-            "--corpus",
-            corpus,
-            "--expert",
-            "mel",
-            "--set",
-            "mel.n_mels=64",
-            "--overwrite",
-            "--shard-index",
-            0,
-            "--num-shards",
-            3,
-            "--no-progress",
-        )
+        extract_one_shard_with_other_options(corpus, 0)
     else:
         shutil.rmtree(corpus / "stats")
     result = cli(

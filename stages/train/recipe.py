@@ -18,6 +18,7 @@ import math
 import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import deepspeed
@@ -94,6 +95,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def drop_rows_after(log: Path, last_step: int) -> None:
+    """Keep the JSONL rows whose "step" is at most `last_step`."""
+    if log.is_file():
+        rows = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= last_step]
+        log.write_text("".join(row + "\n" for row in rows))
+
+
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- data first: refuse a bad store before anything starts, then the epoch plan's inputs -------
     corpus = read_corpus(cfg.corpus)
@@ -138,7 +146,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         epoch, batch_in_epoch = client["epoch"], client["batch_in_epoch"]
         tag = (checkpoints / "latest").read_text().strip()
         set_rng_state(torch.load(checkpoints / tag / f"rng-rank{rank}.pt", weights_only=False))
+        # Steps logged after the checkpoint by the interrupted run are about to be redone: drop them.
+        drop_rows_after(run / f"batches-rank{rank}.jsonl", engine.global_steps - 1)
         if is_main:
+            drop_rows_after(run / "metrics.jsonl", engine.global_steps)
             console.print(f"resumed from {tag}: step {engine.global_steps}, epoch {epoch}, batch {batch_in_epoch}")
 
     def save(step: int) -> None:

@@ -45,6 +45,20 @@ def audio_progress(*, disable: bool = False) -> Progress:
     )
 
 
+def training_progress(*, disable: bool = False) -> Progress:
+    """A bar over optimizer steps whose `parts` field shows the stage, each loss part and samples/s."""
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[parts]}", markup=False),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """A result table on stdout. Long cells fold rather than being cut, so paths stay whole."""
     table = Table(title=title)

@@ -30,7 +30,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from pipeline.config import config_dict
 from pipeline.errors import UserError
-from pipeline.progress import console
+from pipeline.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
 from stages.train.bundle import save_bundle
 from stages.train.config import TrainConfig
@@ -168,6 +168,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 
         tensorboard = SummaryWriter(str(run / "tensorboard"))
     started, seen = time.perf_counter(), 0
+    # A live bar on a terminal; one line per logged step in log files (SLURM output, CI).
+    bar = training_progress(disable=not (is_main and console.is_terminal))
+    bar_task = bar.add_task("train", total=cfg.steps, completed=engine.global_steps, parts="")
+    bar.start()
     while engine.global_steps < cfg.steps:
         plan = plan_epoch(usable, skipped, epoch, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window, lengths)
         loader = batch_loader(PlannedBatches(corpus.root, experts, plan.batches), batch_in_epoch, cfg.num_workers)
@@ -203,9 +207,11 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
                     if isinstance(value, float):
                         tensorboard.add_scalar(f"train/{key}", value, step)  # type: ignore[union-attr]
                 shown = " ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "stage", "lr"))
-                console.print(
-                    f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}", markup=False, highlight=False
-                )
+                bar.update(bar_task, completed=step, parts=f"[{stage}] {shown}")
+                if not console.is_terminal:
+                    console.print(
+                        f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}", markup=False, highlight=False
+                    )
             if step % cfg.save_every == 0 or step == cfg.steps:
                 batches_log.flush()
                 save(step)
@@ -215,6 +221,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
             epoch, batch_in_epoch = epoch + 1, 0
 
     # --- export: the bundle is what evaluation reads ------------------------------------------------
+    bar.stop()
     batches_log.close()
     if is_main:
         save_bundle(model, run / "final")

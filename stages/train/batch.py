@@ -38,8 +38,21 @@ class CoatBatch:
     targets: dict[str, SlotTargets]  # expert -> targets (empty for --no-think)
 
 
+def coat_sample(key: str, entries: dict, frames: dict, clips: dict) -> CoatSample:
+    """A CoatSample from a tar sample's entries (audio + json) and its store targets."""
+    audio = sample_audio(entries)
+    if audio is None:
+        raise ValueError(f"{key}: no audio entry in the tar sample")
+    wave, rate = decode_audio(audio[0], f"{key}.{audio[1]}")
+    messages = json.loads(entries["json"])["messages"]
+    user = next(m["content"] for m in messages if m["role"] == "user")
+    answer = next(m["content"] for m in messages if m["role"] == "assistant")
+    return CoatSample(key, resample(wave, rate, SAMPLE_RATE), user, answer, frames, clips)
+
+
 def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None) -> list[CoatSample]:
-    """Every clip of a corpus with its stored targets, in order (clips with a bad status are skipped)."""
+    """Every clip of a corpus with its stored targets, in order (clips with a bad status are skipped).
+    For tests and small experiments; training streams through `stages.train.data`."""
     corpus = read_corpus(corpus_root)
     samples: list[CoatSample] = []
     for shard in corpus.shards:
@@ -48,21 +61,8 @@ def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None
         for index, raw in enumerate(iter_tar_samples(corpus.tar_path(shard))):
             if any(g.status[index] != Status.OK for g in groups.values()):
                 continue
-            audio = sample_audio(raw)
-            meta = json.loads(raw["json"])
-            wave, rate = decode_audio(audio[0], raw["__key__"]) if audio else (np.zeros(0, np.float32), SAMPLE_RATE)
-            user = next(m["content"] for m in meta["messages"] if m["role"] == "user")
-            answer = next(m["content"] for m in meta["messages"] if m["role"] == "assistant")
-            samples.append(
-                CoatSample(
-                    raw["__key__"],
-                    resample(wave, rate, SAMPLE_RATE),
-                    user,
-                    answer,
-                    {e: g.frames_of(index) for e, g in groups.items()},
-                    {e: g.clip[index] for e, g in groups.items()},
-                )
-            )
+            frames = {e: g.frames_of(index) for e, g in groups.items()}
+            samples.append(coat_sample(raw["__key__"], raw, frames, {e: g.clip[index] for e, g in groups.items()}))
             if limit is not None and len(samples) >= limit:
                 return samples
     return samples

@@ -17,7 +17,6 @@ built from the headers), decoded, and paired with its store frames. The position
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -28,13 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.audio import decode_audio, resample
 from pipeline.errors import UserError
-from stages.train.backbones.base import SAMPLE_RATE
-from stages.train.batch import CoatSample
+from stages.train.batch import CoatSample, coat_sample
 from stages.train.targets import TargetSpec
 from store_schema.check import check_store, read_stats
-from store_schema.corpus import AUDIO_EXTENSIONS, CorpusInfo, read_corpus
+from store_schema.corpus import CorpusInfo, read_corpus
 from store_schema.layout import Status
 from store_schema.reader import ShardStore
 
@@ -206,14 +203,9 @@ class PlannedBatches(Dataset):
         raw, key = tar_index.read(index), tar_index.keys[index]
         if targets is not None and targets.keys[index] != key:
             raise RuntimeError(f"{tar.name}: store key {targets.keys[index]!r} ≠ tar key {key!r} at {index}")
-        ext = next(e for e in AUDIO_EXTENSIONS if e in raw)
-        wave, rate = decode_audio(raw[ext], f"{key}.{ext}")
-        meta = json.loads(raw["json"])
-        user = next(m["content"] for m in meta["messages"] if m["role"] == "user")
-        answer = next(m["content"] for m in meta["messages"] if m["role"] == "assistant")
         frames = {e: targets.frames(e, index) for e in self.experts} if targets else {}
         clips = {e: targets.clips[e][index] for e in self.experts} if targets else {}
-        return CoatSample(key, resample(wave, rate, SAMPLE_RATE), user, answer, frames, clips)
+        return coat_sample(key, raw, frames, clips)
 
     def __getitem__(self, j: int) -> list[CoatSample]:
         return [self._sample(shard, index) for shard, index in self.batches[j]]

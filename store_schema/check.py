@@ -36,7 +36,7 @@ def read_stats(corpus_root: Path, expert: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _group_problems(shard: str, group: ExpertGroup, num_samples: int) -> list[str]:
+def _group_problems(group: ExpertGroup, num_samples: int) -> list[str]:
     """Internal consistency of one group: what a crash or a hand edit could break."""
     found = []
     offsets, status = group.offsets, group.status
@@ -117,7 +117,7 @@ def check_store(
             if group is None:
                 problems.append(Problem(shard, f"no {expert!r} group", _extract_cmd(corpus, expert, "", reference)))
                 continue
-            for what in _group_problems(shard, group, len(store.keys)):
+            for what in _group_problems(group, len(store.keys)):
                 problems.append(
                     Problem(shard, f"{expert!r} group {what}", _extract_cmd(corpus, expert, " --overwrite", reference))
                 )

@@ -208,6 +208,10 @@ def _print_extract_summary(summary: Any) -> None:
         f"{summary.clips} clips, {summary.audio_seconds / 3600:.3f} audio-h in {summary.wall_seconds:.1f} s "
         f"({speed:.1f}× realtime)"
     )
+    if summary.shards_done:
+        names = summary.shards_done
+        shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        out.print(f"written: {shown}")
     if summary.stats_written:
         out.print(f"stats written: {', '.join(f'stats/{e}.json' for e in summary.stats_written)}")
     else:
@@ -241,16 +245,22 @@ def train(
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (and at the end).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the model init and the data order.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN/checkpoints/latest.")] = False,
+    ds_config: Annotated[
+        Path | None, typer.Option(help='DeepSpeed JSON; "auto" values are filled in (default launch/ds_zero2.json).')
+    ] = None,
 ) -> None:
     """Stage two: train the CoAT model on tars + store under DeepSpeed ZeRO-2 (one process or many).
 
     Example: [bold]coat-pipe train --backbone tiny-qwen2-audio --corpus data/train --out runs/coat --steps 100[/]
 
-    Several ranks: [bold]DS_ACCELERATOR=cpu deepspeed --num_gpus 2 --no_python coat-pipe train ...[/]
+    Several ranks: [bold]bash launch/train.sh --backbone af3 --corpus data/train --out runs/af3[/] (all local GPUs,
+    or 2 CPU ranks), [bold]sbatch launch/train.sh ...[/] on SLURM. SIGTERM or SIGUSR1 make every rank checkpoint
+    at the next step and exit with code 75; the same command with --resume continues.
     """
     from pipeline.config import load_config
     from stages.train.config import TrainConfig
     from stages.train.recipe import run_train
+    from stages.train.stop_signal import EXIT_INTERRUPTED
 
     model = {
         "backbone": backbone,
@@ -272,13 +282,19 @@ def train(
         "save_every": save_every,
         "seed": seed,
         "resume": resume or None,
+        "ds_config": ds_config,
         "model": model,
     }
     result = run_train(load_config(TrainConfig, config, overrides))
-    out.print(
-        f"trained {result['steps']} steps → {result['run']}/final  "
-        f"(skipped clips: {result['skipped'] or 'none'}; {result['wall_seconds']:.0f} s)"
-    )
+    if result["interrupted"]:
+        if result["rank"] == 0:
+            out.print(f"interrupted at step {result['steps']}; continue with the same command and --resume")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if result["rank"] == 0:
+        out.print(
+            f"trained {result['steps']} steps → {result['run']}/final  "
+            f"(skipped clips: {result['skipped'] or 'none'}; {result['wall_seconds']:.0f} s)"
+        )
 
 
 @store_app.command("check")

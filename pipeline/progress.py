@@ -18,8 +18,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-console = Console(stderr=True)  # progress and messages; result tables go to stdout
-out = Console()
+# soft_wrap: a message stays one line in a log file (SLURM output) instead of breaking at 80 columns
+console = Console(stderr=True, soft_wrap=True)  # progress and messages; result tables go to stdout
+out = Console(soft_wrap=True)
 
 
 class AudioColumn(ProgressColumn):

@@ -6,6 +6,8 @@ Several ranks (the launcher appends --local_rank=N, which `coat-pipe train` acce
     deepspeed --num_gpus 8 --no_python coat-pipe train --backbone af3 --corpus data/train --out runs/af3
     DS_ACCELERATOR=cpu deepspeed --num_gpus 2 --no_python coat-pipe train --backbone tiny-af3 ...
 Baseline: the same command with --no-think. Continue a run: the same command with --resume.
+SIGTERM or SIGUSR1 (SLURM's time-limit warning, preemption) checkpoint every rank at the next step and
+exit with code 75; launch/train.sh requeues on it.
 
 The recipe reads top to bottom: setup, data plan, model, engine, resume, the loop, export.
 The experts never run here; their targets come from the store.
@@ -36,6 +38,7 @@ from stages.train.bundle import save_bundle
 from stages.train.config import TrainConfig
 from stages.train.data import PlannedBatches, batch_loader, clip_lengths, plan_epoch, preflight, usable_items
 from stages.train.model import CoatModel
+from stages.train.stop_signal import StopSignal
 from store_schema.corpus import read_corpus
 from store_schema.layout import STATS_DIR
 
@@ -56,7 +59,10 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
     """launch/ds_zero2.json with its "auto" values filled from the run's settings."""
-    ds = json.loads(cfg.ds_config.read_text())
+    try:
+        ds = json.loads(cfg.ds_config.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{cfg.ds_config}: not a readable DeepSpeed JSON config ({err})") from err
     auto = {
         "train_micro_batch_size_per_gpu": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
@@ -118,9 +124,12 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- setup: distributed, seeds, run directory ---------------------------------------------------
     rank, world, device = init_distributed()
     is_main = rank == 0
+    stop = StopSignal()  # SIGTERM / SIGUSR1: checkpoint at the next step on every rank, then exit
+    ds_config = deepspeed_config(cfg, device.type == "cuda")
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+        (run / "ds_config.json").write_text(json.dumps(ds_config, indent=1))  # as DeepSpeed receives it
 
     # --- model and DeepSpeed engine ----------------------------------------------------------------
     if is_main:  # a tiny twin is built once, by rank 0, before any rank loads it
@@ -130,12 +139,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = CoatModel.build(cfg.model, {} if cfg.model.no_think else specs)
-    if is_main:
-        (run / "ds_config.json").write_text(json.dumps(deepspeed_config(cfg, device.type == "cuda"), indent=1))
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(cfg, device.type == "cuda"),
+        config=ds_config,
         lr_scheduler=lambda optimizer: LambdaLR(optimizer, warmup_cosine(cfg)),
     )
 
@@ -172,8 +179,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     bar = training_progress(disable=not (is_main and console.is_terminal))
     bar_task = bar.add_task("train", total=cfg.steps, completed=engine.global_steps, parts="")
     bar.start()
-    while engine.global_steps < cfg.steps:
+    interrupted, padded = False, 0
+    while engine.global_steps < cfg.steps and not interrupted:
         plan = plan_epoch(usable, skipped, epoch, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window, lengths)
+        padded = plan.padded
         loader = batch_loader(PlannedBatches(corpus.root, experts, plan.batches), batch_in_epoch, cfg.num_workers)
         for samples in loader:
             step = engine.global_steps
@@ -210,12 +219,16 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
                 bar.update(bar_task, completed=step, parts=f"[{stage}] {shown}")
                 if not console.is_terminal:
                     console.print(
-                        f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}", markup=False, highlight=False
+                        f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,  # one line per step, whatever the log's width
                     )
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            interrupted = stop.requested(device) and step < cfg.steps
+            if step % cfg.save_every == 0 or step == cfg.steps or interrupted:
                 batches_log.flush()
                 save(step)
-            if step >= cfg.steps:
+            if step >= cfg.steps or interrupted:
                 break
         else:  # the epoch ran out: next epoch from its first batch
             epoch, batch_in_epoch = epoch + 1, 0
@@ -223,16 +236,23 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- export: the bundle is what evaluation reads ------------------------------------------------
     bar.stop()
     batches_log.close()
+    stop.restore()
     if is_main:
-        save_bundle(model, run / "final")
+        if interrupted:
+            who = stop.received or "another rank"
+            console.print(f"stopped by {who} at step {engine.global_steps}; checkpoint saved")
+        else:
+            save_bundle(model, run / "final")
         metrics.close()  # type: ignore[union-attr]
         tensorboard.close()  # type: ignore[union-attr]
     dist.barrier()
     return {
+        "rank": rank,
+        "interrupted": interrupted,
         "steps": engine.global_steps,
         "epoch": epoch,
         "skipped": dict(skipped),
-        "padded": plan.padded,
+        "padded": padded,
         "run": str(run),
         "wall_seconds": time.perf_counter() - started,
     }

@@ -1,0 +1,98 @@
+"""launch/train.sh on a simulated 2-node SLURM allocation (both nodes this machine), and on one machine."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli
+
+FAKE_SLURM = Path(__file__).with_name("fake_slurm")
+TRAIN_SH = REPO / "launch" / "train.sh"
+TRAIN_ARGS = ["--backbone", "tiny-qwen2-audio", "--think-tokens", "8", "--batch-size", "4", "--workers", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("launch-train") / "corpus"
+    cli("synth", "--out", root, "--clips", 24, "--shard-size", 6, "--seed", 5)
+    cli("extract", "--corpus", root, "--expert", "mel,pitch", "--workers", 0, "--no-progress")
+    return root
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    state = tmp_path / "slurm-state"
+    state.mkdir(exist_ok=True)
+    path = f"{FAKE_SLURM}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "FAKE_SLURM_STATE": str(state), "PYTHONUNBUFFERED": "1"}
+
+
+def _steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["preempted", "time-limit"])
+def test_two_nodes_stopped_mid_run_checkpoint_requeue_and_finish(sig, corpus, tmp_path):
+    run = tmp_path / "run"
+    job = subprocess.Popen(
+        ["sbatch", str(TRAIN_SH), *TRAIN_ARGS, "--corpus", str(corpus), "--out", str(run), "--steps", "30"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and job.poll() is None:
+        if (run / "metrics.jsonl").is_file() and len(_steps(run)) >= 3:
+            break
+        time.sleep(0.1)
+    job.send_signal(sig)  # SLURM signals the batch shell; train.sh passes it on through srun
+    log, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, log[-4000:]
+
+    # the allocation: two loopback nodes, one rank each, rendezvous on the first
+    assert (run / "hostfile").read_text() == "localhost slots=1\n127.0.0.1 slots=1\n"
+    assert "2 node(s), 2 rank(s), rendezvous localhost:" in log
+    # every rank stopped at the same step with a checkpoint that is not one of the periodic ones
+    stopped = [line for line in log.splitlines() if line.startswith("stopped by SIG")]
+    assert len(stopped) == 1, log[-4000:]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    assert 3 <= step < 30  # periodic checkpoints come every 50 steps (the default), so none of them
+    tag = f"step{step:07d}"
+    assert {p.name for p in (run / "checkpoints" / tag).glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    # requeued (by train.sh on the time-limit warning, by SLURM on preemption) and resumed from there
+    assert "requeued (restart 1)" in log
+    assert ("requeueing job" in log) == (sig == signal.SIGUSR1)
+    assert f"resumed from {tag}: step {step}" in log
+    assert _steps(run) == list(range(1, 31))
+    assert (run / "final" / "adapter").is_dir()
+
+
+def test_one_machine_uses_cpu_ranks_and_resumes_a_finished_run(corpus, tmp_path):
+    run = tmp_path / "run"
+    env = {**_env(tmp_path), "COAT_CPU_RANKS": "2"}
+    env.pop("SLURM_JOB_ID", None)
+    args = ["bash", str(TRAIN_SH), *TRAIN_ARGS, "--corpus", str(corpus), f"--out={run}", "--steps", "4"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _steps(run) == [1, 2, 3, 4]
+    assert json.loads((run / "ds_config.json").read_text())["zero_optimization"]["stage"] == 2
+    assert {p.name for p in (run / "checkpoints" / "step0000004").glob("rng-rank*.pt")} == {
+        "rng-rank0.pt",
+        "rng-rank1.pt",
+    }
+    # the same command again: --resume is implied, so it finds the run complete instead of refusing it
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from step0000004: step 4" in again.stdout + again.stderr
+    assert _steps(run) == [1, 2, 3, 4]
+
+
+def test_train_sh_without_out_says_what_to_pass(tmp_path):
+    done = subprocess.run(["bash", str(TRAIN_SH), "--steps", "3"], env=_env(tmp_path), capture_output=True, text=True)
+    assert done.returncode == 2 and "pass --out RUN_DIR" in done.stderr

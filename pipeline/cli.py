@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from pipeline.errors import UserError
-from pipeline.progress import console, out, print_table
+from pipeline.errors import UserError, user_errors
+from pipeline.progress import out, print_table
 
 app = typer.Typer(
     help="Continuous Audio Thinking: extract expert targets once, then train LALMs to think in audio.\n\n"
@@ -26,8 +24,6 @@ bench_app = typer.Typer(
 app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 @app.callback()
 def _launcher_arguments(
@@ -35,20 +31,6 @@ def _launcher_arguments(
 ) -> None:
     """The deepspeed launcher puts --local_rank=N right after the program, before the command; the rank
     itself is read from LOCAL_RANK, which the launcher also sets."""
-
-
-def user_errors(fn: F) -> F:
-    """A UserError becomes one red line and exit code 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 CorpusOpt = Annotated[Path, typer.Option("--corpus", "-c", help="Corpus folder (with corpus.json and the tars).")]
@@ -495,6 +477,14 @@ def bench_codecs(
             rows.append((expert, name + mark, f"{m['ratio']:.3f}", f"{m['write_mb_s']:.0f}", f"{m['read_mb_s']:.0f}"))
     title = f"store codecs on {path.name} (frames of each expert, float16)"
     print_table(title, ["expert", "codec", "stored / raw", "write MB/s", "read MB/s"], rows)
+
+
+from pipeline import cli_evaluate  # noqa: E402 - the evaluation commands live in their own module
+
+app.command("generate")(user_errors(cli_evaluate.generate))
+app.add_typer(cli_evaluate.eval_app, name="eval")
+app.command("probe")(user_errors(cli_evaluate.probe))
+bench_app.command("generate")(user_errors(cli_evaluate.bench_generate))
 
 
 def main() -> None:

@@ -1,0 +1,208 @@
+"""The evaluation commands: `generate`, `eval` (with `eval score` and `eval compare`) and `probe`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import UserError, user_errors
+from pipeline.progress import out, print_table
+
+RunOpt = Annotated[Path, typer.Option("--run", help="Training run directory (its final/ bundle), or a bundle.")]
+BENCHMARK_HELP = "mmau, mmar, classification, asr or synth."
+
+eval_app = typer.Typer(
+    help="Score a trained run on a benchmark; re-score saved predictions; compare runs.\n\n"
+    "Example: coat-pipe eval --run runs/coat --benchmark mmau --manifest mmau-test-mini.json --out eval/coat",
+    invoke_without_command=True,
+    rich_markup_mode="rich",
+)
+
+
+def generate(
+    run: RunOpt,
+    audio: Annotated[Path, typer.Option(help="Audio file (any rate; mixed to mono, resampled to 16 kHz).")],
+    question: Annotated[str, typer.Option(help="What to ask about the audio.")],
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 64,
+    readout: Annotated[
+        bool, typer.Option("--readout", help="Also show what the thinking block holds (heads vs expert targets).")
+    ] = False,
+    out_png: Annotated[Path | None, typer.Option("--png", help="Where the readout picture goes.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 …")] = "cpu",
+) -> None:
+    """Ask a trained model about one clip: one prefill over audio, question and thinking block, then decoding.
+
+    Example: [bold]coat-pipe generate --run runs/coat --audio clip.wav --question "Is the pitch rising?" --readout[/]
+    """
+    from pipeline.audio import AudioError, read_audio_file, resample
+    from stages.evaluate.answer import answer, load_run
+    from stages.train.backbones.base import SAMPLE_RATE
+
+    try:
+        wave, rate, _ = read_audio_file(audio)
+    except AudioError as err:
+        raise UserError(str(err)) from None
+    wave = resample(wave, rate, SAMPLE_RATE)
+    model = load_run(run, device)
+    said = answer(model, [wave], [question], max_new_tokens)[0]
+    out.print(said.text, markup=False, highlight=False)
+    if readout:
+        from stages.evaluate.readout import readout_clip
+
+        if model.think is None:
+            raise UserError(f"{run} was trained with --no-think: it has no thinking block to read out")
+        png = out_png or run / "readout" / f"{audio.stem}.png"
+        report = readout_clip(model, wave, question, png)
+        for line in report.lines:
+            out.print(line, markup=False, highlight=False)
+        out.print(f"readout picture: {png}")
+
+
+@eval_app.callback()
+@user_errors
+def eval_benchmark(
+    ctx: typer.Context,
+    run: Annotated[Path | None, typer.Option(help="Training run directory, or a bundle.")] = None,
+    benchmark: Annotated[str | None, typer.Option(help=BENCHMARK_HELP)] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="The benchmark's manifest (for synth: a corpus folder).")
+    ] = None,
+    audio_root: Annotated[Path | None, typer.Option(help="Folder the manifest's audio paths start from.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default RUN/eval/BENCHMARK).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips per generate call.", min=1)] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.", min=1)] = 32,
+    labels: Annotated[str | None, typer.Option(help="classification: the label list, comma-separated.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 …")] = "cpu",
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Batched answers and scores: predictions.jsonl, metrics.json, metrics.md in --out."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if run is None or benchmark is None or manifest is None:
+        raise UserError("eval needs --run, --benchmark and --manifest (or a subcommand: score, compare)")
+    from stages.evaluate.run_eval import run_eval
+
+    out_dir = out_dir or run / "eval" / benchmark
+    label_list = [x.strip() for x in labels.split(",")] if labels else None
+    metrics, items = run_eval(
+        run, benchmark, manifest, out_dir, audio_root, label_list, batch_size, max_new_tokens, device, not no_progress
+    )
+    _print_metrics(metrics, items, out_dir)
+
+
+def _print_metrics(metrics: dict, items: list, out_dir: Path) -> None:
+    problems = [(i.id, i.problem) for i in items if i.problem]
+    if problems:
+        shown = problems[:10]
+        print_table(f"unanswered items ({len(problems)}; all in predictions.jsonl)", ["id", "problem"], shown)
+    out.print((out_dir / "metrics.md").read_text(), markup=False, highlight=False)
+    out.print(f"written: {out_dir}/predictions.jsonl, metrics.json, metrics.md")
+
+
+@eval_app.command("score")
+@user_errors
+def eval_score(
+    benchmark: Annotated[str, typer.Option(help=BENCHMARK_HELP)],
+    manifest: Annotated[Path, typer.Option(help="The benchmark's manifest.")],
+    predictions: Annotated[Path, typer.Option(help="predictions.jsonl: rows with the benchmark's id and prediction.")],
+    audio_root: Annotated[Path | None, typer.Option(help="Folder the manifest's audio paths start from.")] = None,
+    labels: Annotated[str | None, typer.Option(help="classification: the label list, comma-separated.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write (default: beside predictions).")] = None,
+) -> None:
+    """Re-score saved predictions without loading a model (ids missing from the file count as unanswered)."""
+    from stages.evaluate.benchmarks import load_benchmark
+    from stages.evaluate.run_eval import read_predictions, write_outputs
+
+    if not predictions.is_file():
+        raise UserError(f"{predictions}: no such predictions file")
+    items = load_benchmark(benchmark, manifest, audio_root, [x.strip() for x in labels.split(",")] if labels else None)
+    for item in items:  # scoring does not need the audio
+        if item.problem and item.problem.startswith("audio file not found"):
+            item.problem = None
+    rows = read_predictions(predictions)
+    unknown = sorted(set(rows) - {i.id for i in items})
+    if unknown:
+        raise UserError(f"{predictions}: {len(unknown)} id(s) not in {manifest}, e.g. {unknown[0]!r}")
+    target = out_dir or predictions.parent  # predictions.jsonl there is rewritten with each row's verdict
+    metrics = write_outputs(target, benchmark, items, rows, title=f"{benchmark}: {predictions}")
+    _print_metrics(metrics, [], target)
+
+
+@eval_app.command("compare")
+@user_errors
+def eval_compare(
+    outputs: Annotated[list[Path], typer.Argument(help="Eval output folders (with metrics.json), first = reference.")],
+    png: Annotated[
+        Path | None, typer.Option(help="Grouped bar chart (default: compare.png in the first folder).")
+    ] = None,
+) -> None:
+    """Runs side by side, one row per task, with each run's difference from the first; a bar chart.
+
+    Example: [bold]coat-pipe eval compare eval/base eval/coat[/]
+    """
+    from stages.evaluate.compare import compare_markdown, compare_rows, read_metrics
+    from stages.evaluate.plots import grouped_bars_png
+
+    if len(outputs) < 2:
+        raise UserError("compare needs at least two eval output folders")
+    measure, rows = compare_rows([read_metrics(o) for o in outputs])
+    names = [o.name if len({p.name for p in outputs}) == len(outputs) else str(o) for o in outputs]
+    header = ["task", *names, *(f"Δ {n}" for n in names[1:])]
+    table = [
+        (task, *(f"{100 * v:.1f}" for v in values), *(f"{100 * (v - values[0]):+.1f}" for v in values[1:]))
+        for task, values in rows
+    ]
+    print_table(f"{measure} (%)", header, table)
+    png = png or outputs[0] / "compare.png"
+    grouped_bars_png([(t, [100 * v for v in vs]) for t, vs in rows], names, png, f"{measure} (%)")
+    (png.with_suffix(".md")).write_text(compare_markdown(names, measure, rows))
+    out.print(f"chart: {png}; table: {png.with_suffix('.md')}")
+
+
+def probe(
+    runs: Annotated[list[Path], typer.Option("--run", help="Run directories to probe (repeat: CoAT and --no-think).")],
+    corpus: Annotated[Path, typer.Option(help="Extracted corpus whose clips and store targets are probed.")],
+    experts: Annotated[str, typer.Option(help="Store experts to probe, comma-separated.")] = "pitch,mel",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: the first run's probe/).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many clips.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 …")] = "cpu",
+) -> None:
+    """Linear probes of expert targets from hidden states at the thinking positions and the answer position.
+
+    Ridge regression (logistic for probability experts) on a held-out split, every layer; a run trained
+    with --no-think is read at the same positions with the block's untrained tokens appended.
+
+    Example: [bold]coat-pipe probe --run runs/coat --run runs/base --corpus data/heldout --experts pitch,mel[/]
+    """
+    from stages.evaluate.probe import run_probes
+
+    out_dir = out_dir or runs[0] / "probe"
+    result = run_probes(runs, corpus, [e.strip() for e in experts.split(",") if e.strip()], out_dir, limit, device)
+    print_table("probes: held-out R² (accuracy for probs), best layer", result.header, result.rows)
+    out.print(f"written: {out_dir}/probes.json, probes.md, probe_layers.png")
+
+
+def bench_generate(
+    backbone: Annotated[str, typer.Option(help="Backbone (tiny twins need no download).")] = "tiny-qwen2-audio",
+    think_tokens: Annotated[int, typer.Option(help="K of the CoAT model.")] = 32,
+    seconds: Annotated[float, typer.Option(help="Audio seconds per prompt.")] = 10.0,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens decoded per answer.")] = 32,
+    repeats: Annotated[int, typer.Option(help="Timed repeats (the median is reported).")] = 5,
+    device: Annotated[str, typer.Option(help="cpu, cuda …")] = "cpu",
+) -> None:
+    """Time to first token and per-token decode time: CoAT (K thinking tokens) against the baseline.
+
+    Example: [bold]coat-pipe bench generate --think-tokens 32 --max-new-tokens 32[/]
+    """
+    from stages.evaluate.bench import bench_generate as run
+
+    result = run(backbone, think_tokens, seconds, batch_size, max_new_tokens, repeats, device)
+    rows = [(k, f"{v:.4g}") for k, v in result.items()]
+    print_table("bench generate (CoAT / baseline, same process)", ["measure", "value"], rows)
+    out.print(json.dumps(result))

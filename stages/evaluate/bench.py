@@ -1,0 +1,85 @@
+"""`coat-pipe bench generate`: what the thinking block costs at inference, CoAT against the baseline.
+
+Both models are the same backbone weights with the same (zero-initialised) LoRA, asked the same
+prompts in the same process, turn by turn; the only difference is the K-token block in CoAT's prompt.
+Time to first token is one generate call of one token (the prefill); per-token decode time is the
+extra time of N forced tokens over one, divided by N - 1. Medians over the repeats.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from stages.evaluate.answer import answer, encode_prompts, for_inference
+from stages.train.backbones.base import SAMPLE_RATE
+from stages.train.config import ModelConfig
+from stages.train.model import CoatModel
+
+QUESTION = "Describe the sound, then say whether its pitch rises or falls."
+
+
+def _clip(seconds: float, seed: int) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    rng = np.random.default_rng(seed)
+    return (0.2 * np.sin(2 * np.pi * (220 + 110 * t) * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def _timed(fn: Any, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def bench_generate(
+    backbone: str = "tiny-qwen2-audio",
+    think_tokens: int = 32,
+    seconds: float = 10.0,
+    batch_size: int = 1,
+    max_new_tokens: int = 32,
+    repeats: int = 5,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> dict[str, Any]:
+    """Ratios CoAT / baseline of time to first token and per-token decode time, and the targets."""
+    torch.manual_seed(0)
+    models = {
+        "coat": CoatModel.build(ModelConfig(backbone=backbone, think_tokens=think_tokens, dtype=dtype), {}),
+        "base": CoatModel.build(ModelConfig(backbone=backbone, no_think=True, dtype=dtype), {}),
+    }
+    target = torch.device(device)
+    models = {name: for_inference(model, target) for name, model in models.items()}
+    waves = [_clip(seconds, i) for i in range(batch_size)]
+    questions = [QUESTION] * batch_size
+    prompt_length = int(encode_prompts(models["base"], waves[:1], questions[:1])["input_ids"].shape[1])
+    first: dict[str, list[float]] = {name: [] for name in models}
+    full: dict[str, list[float]] = {name: [] for name in models}
+    for repeat in range(repeats + 1):  # the first round warms up and is not counted
+        for name, model in models.items():
+            t1 = _timed(lambda m=model: answer(m, waves, questions, 1, 1), target)
+            tn = _timed(lambda m=model: answer(m, waves, questions, max_new_tokens, max_new_tokens), target)
+            if repeat:
+                first[name].append(t1)
+                full[name].append(tn)
+    ttft = {n: statistics.median(v) for n, v in first.items()}
+    decode = {n: (statistics.median(full[n]) - ttft[n]) / max(1, max_new_tokens - 1) for n in models}
+    return {
+        "prompt_tokens_baseline": prompt_length,
+        "think_tokens": think_tokens,
+        "ttft_base_s": ttft["base"],
+        "ttft_coat_s": ttft["coat"],
+        "ttft_ratio": ttft["coat"] / ttft["base"],
+        "ttft_target": 1 + think_tokens / prompt_length + 0.05,
+        "decode_base_ms_per_token": 1000 * decode["base"],
+        "decode_coat_ms_per_token": 1000 * decode["coat"],
+        "decode_ratio": decode["coat"] / decode["base"],
+        "decode_target": 1.02,
+    }

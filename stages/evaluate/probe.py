@@ -1,0 +1,227 @@
+"""Linear probes: how much of each expert's target the hidden states hold, layer by layer.
+
+Positions, for every run:
+  think   the K thinking positions. A slot's state predicts that slot's target, and the mean over the K
+          states predicts the clip target. A run trained with --no-think is read with the block's
+          tokens appended to its prompt. Those tokens are untrained (mean embedding rows), which
+          shows what the same positions hold without the distillation.
+  answer  the last prompt position, where the first answer token is read. This is the run's own
+          prompt (with its block for CoAT, without one for --no-think). It predicts the clip target
+          and, flattened, the K slot targets.
+
+A probe is ridge regression on z-scored features, with alpha chosen on a validation part of the
+training split. Probability experts use a multinomial logistic probe instead. Scores are held-out
+R² pooled over the target's dimensions (variance-weighted) (accuracy of the top class for probability experts),
+with a split by clip so no clip is on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from peft import PeftModel
+
+from pipeline.errors import UserError
+from pipeline.progress import console
+from stages.evaluate.answer import bundle_dir, encode_prompts, for_inference, load_run
+from stages.train.batch import CoatSample, read_samples
+from stages.train.config import ModelConfig
+from stages.train.model import CoatModel
+from stages.train.targets import TargetSpec, pool_to_slots
+from store_schema.layout import STATS_DIR
+
+ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+HELD_OUT = 0.3
+
+
+@dataclass
+class ProbeResult:
+    scores: dict[str, dict[str, list[float]]]  # run -> "expert/target@position" -> score per layer
+    header: list[str]
+    rows: list[tuple[str, ...]]
+
+
+def load_with_block(run: Path, k: int, device: str) -> CoatModel:
+    """A --no-think run's model with the K-token block added to its tokenizer (untrained rows)."""
+    path = bundle_dir(run)
+    meta = yaml.safe_load((path / "config.yaml").read_text())
+    config = ModelConfig.model_validate(meta["model"] | {"no_think": False, "think_tokens": k})
+    backbone, source, base, processor, think = CoatModel.load_base(config)
+    model = PeftModel.from_pretrained(base, str(path / "adapter"))
+    return for_inference(CoatModel(config, backbone, source, model, processor, think, {}), device)
+
+
+@torch.inference_mode()
+def hidden_at(model: CoatModel, samples: list[CoatSample], batch_size: int = 8) -> tuple[np.ndarray | None, np.ndarray]:
+    """(layers, N, K, H) states at the thinking positions (None without a block), (layers, N, H) at the
+    last prompt position."""
+    device = next(model.parameters()).device
+    think, answer = [], []
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        inputs = encode_prompts(model, [s.wave for s in batch], [s.question for s in batch])
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        states = model.model(**inputs, output_hidden_states=True).hidden_states  # left-padded: -1 is last
+        answer.append(torch.stack([h[:, -1] for h in states]).float().cpu())
+        if model.think is not None:
+            think.append(torch.stack([model.thinking_states(h, inputs["input_ids"]) for h in states]).float().cpu())
+    slots = torch.cat(think, dim=1).numpy() if think else None
+    return slots, torch.cat(answer, dim=1).numpy()
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = (x - mu) / sd
+    y_mean = y.mean(0)
+    w = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y_mean))
+    return w, mu, sd, y_mean
+
+
+def _r2(pred: np.ndarray, y: np.ndarray) -> float:
+    """Variance-weighted R² over the columns: 1 - total squared error / total variance, so a column
+    that barely varies cannot dominate the score."""
+    variance = float(((y - y.mean(0)) ** 2).sum())
+    if variance <= 1e-12:
+        return float("nan")
+    return 1.0 - float(((pred - y) ** 2).sum()) / variance
+
+
+def ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Held-out R² of a ridge probe whose alpha is chosen on the last fifth of the training rows."""
+    cut = max(1, int(len(x_train) * 0.8))
+    best = max(ALPHAS, key=lambda a: _score(x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:], a))
+    return _score(x_train, y_train, x_test, y_test, best)
+
+
+def _score(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, alpha: float) -> float:
+    if len(xb) < 2:
+        return float("nan")
+    w, mu, sd, y_mean = _ridge(xa.astype(np.float64), ya.astype(np.float64), alpha)
+    score = _r2(((xb - mu) / sd) @ w + y_mean, yb)
+    return -np.inf if np.isnan(score) else score
+
+
+def logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Held-out accuracy of a multinomial logistic probe on the targets' top class."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    xa = torch.tensor((x_train - mu) / sd, dtype=torch.float32)
+    ya = torch.tensor(y_train.argmax(-1))
+    layer = torch.nn.Linear(xa.shape[1], y_train.shape[1])
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=200)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(layer(xa), ya) + 1e-3 * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predicted = layer(torch.tensor((x_test - mu) / sd, dtype=torch.float32)).argmax(-1).numpy()
+    return float((predicted == y_test.argmax(-1)).mean())
+
+
+def _targets(spec: TargetSpec, samples: list[CoatSample], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D) clip targets, (N, K, D) slot targets, (N, K, D) slot mask; standardised like training."""
+    clips = np.stack([spec.standardise(s.clip[spec.expert], clip=True) for s in samples])
+    pooled = [pool_to_slots(s.frames[spec.expert], k, spec.kind) for s in samples]
+    slots = np.stack([spec.standardise(p[0]) for p in pooled])
+    return clips, slots, np.stack([p[1] for p in pooled])
+
+
+def probe_one(kind: str, features: np.ndarray, targets: np.ndarray, mask: np.ndarray, train: np.ndarray) -> float:
+    """One probe: rows of `features` (R, H) → `targets` (R, D); rows are masked out per column group."""
+    test = ~train
+    if kind in ("probs",):
+        return logistic_probe(features[train], targets[train], features[test], targets[test])
+    scores, weights = [], []
+    patterns = {tuple(column) for column in mask.T}  # columns defined on the same rows are fit together
+    for pattern in patterns:
+        rows = np.array(pattern, dtype=bool)
+        columns = np.flatnonzero((mask.T == rows).all(axis=1))
+        tr, te = train & rows, test & rows
+        if tr.sum() < 4 or te.sum() < 2:
+            continue
+        score = ridge_probe(features[tr], targets[tr][:, columns], features[te], targets[te][:, columns])
+        if np.isfinite(score):
+            scores.append(score)
+            weights.append(len(columns))
+    return float(np.average(scores, weights=weights)) if scores else float("nan")
+
+
+def run_probes(
+    runs: list[Path], corpus: Path, experts: list[str], out: Path, limit: int | None = None, device: str = "cpu"
+) -> ProbeResult:
+    """Probe every run on the corpus's clips; write probes.json, probes.md and probe_layers.png to `out`."""
+    for expert in experts:
+        if not (corpus / STATS_DIR / f"{expert}.json").is_file():
+            raise UserError(f"{corpus}: no `{expert}` in the store; run `coat-pipe extract --expert {expert}` first")
+    specs = {e: TargetSpec.from_stats(json.loads((corpus / STATS_DIR / f"{e}.json").read_text())) for e in experts}
+    samples = read_samples(corpus, experts, limit)
+    if len(samples) < 10:
+        raise UserError(f"{corpus}: {len(samples)} usable clips; probes need at least 10")
+    split = np.random.default_rng(0).permutation(len(samples)) >= int(HELD_OUT * len(samples))
+    models = {run: load_run(run, device) for run in runs}
+    ks = {len(m.think.slots) for m in models.values() if m.think is not None}
+    k = ks.pop() if len(ks) == 1 else 32
+    scores: dict[str, dict[str, list[float]]] = {}
+    for run, model in models.items():
+        console.print(f"probing {run} on {len(samples)} clips")
+        block_model = model if model.think is not None else load_with_block(run, k, device)
+        think_states, _ = hidden_at(block_model, samples)
+        _, answer_states = hidden_at(model, samples)  # the run's own prompt
+        assert think_states is not None
+        table: dict[str, list[float]] = {}
+        for name, spec in specs.items():
+            clips, slots, mask = _targets(spec, samples, k)
+            n, kk, d = slots.shape
+            clip_mask = np.ones_like(clips, dtype=bool)
+            if spec.kind == "pitch":
+                clip_mask[:, 0] = np.array([s.clip[name][1] > 0 for s in samples])
+            slot_rows = np.repeat(split, kk)
+            for layer in range(len(answer_states)):
+                per_slot = think_states[layer].reshape(n * kk, -1)
+                results = {
+                    "slots@think": probe_one(
+                        spec.kind, per_slot, slots.reshape(n * kk, d), mask.reshape(n * kk, d), slot_rows
+                    ),
+                    "clip@think": probe_one(spec.kind, think_states[layer].mean(1), clips, clip_mask, split),
+                    "clip@answer": probe_one(spec.kind, answer_states[layer], clips, clip_mask, split),
+                    "slots@answer": probe_one(
+                        "embedding", answer_states[layer], slots.reshape(n, kk * d), mask.reshape(n, kk * d), split
+                    ),
+                }
+                for key, value in results.items():
+                    table.setdefault(f"{name}/{key}", []).append(value)
+        scores[str(run)] = table
+    return _write(scores, out)
+
+
+def _write(scores: dict[str, dict[str, list[float]]], out: Path) -> ProbeResult:
+    from stages.evaluate.plots import probe_layers_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = list(scores)
+    names = [Path(r).name for r in runs]
+    header = ["expert / target @ position", *(f"{n} best (layer)" for n in names)]
+    rows = []
+    for key in scores[runs[0]]:
+        cells = []
+        for run in runs:
+            values = np.array(scores[run][key], dtype=float)
+            best = int(np.nanargmax(values)) if np.isfinite(values).any() else -1
+            cells.append(f"{values[best]:.3f} ({best})" if best >= 0 else "n/a")
+        rows.append((key, *cells))
+    (out / "probes.json").write_text(json.dumps(scores, indent=1))
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(runs)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    (out / "probes.md").write_text("\n".join(lines) + "\n")
+    curves = {f"{Path(r).name} {key}": v for r in runs for key, v in scores[r].items() if key.startswith("pitch/")}
+    curves = curves or {f"{Path(r).name} {key}": v for r in runs for key, v in scores[r].items()}
+    probe_layers_png(curves, out / "probe_layers.png", "probe score by layer")
+    return ProbeResult(scores, header, rows)

@@ -1,0 +1,107 @@
+"""`coat-pipe eval`: batched answers to a benchmark, then its scores, written to an output folder.
+
+OUT/predictions.jsonl   one row per item: id, prediction (null when unanswered), problem, verdict
+OUT/metrics.json        accuracy (a fraction) or wer, n, unanswered, breakdowns
+OUT/metrics.md          the same as tables; OUT/confusion.png for classification sets
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.audio import AudioError, decode_audio, read_audio_file, resample
+from pipeline.progress import audio_progress
+from stages.evaluate.answer import answer, load_run
+from stages.evaluate.benchmarks import EvalItem, load_benchmark
+from stages.evaluate.metrics import judge, markdown, score
+from stages.train.backbones.base import SAMPLE_RATE
+
+
+def item_wave(item: EvalItem) -> np.ndarray:
+    """The item's audio as 16 kHz mono float32; AudioError names the file and the reason."""
+    if isinstance(item.audio, tuple):
+        wave, rate = decode_audio(item.audio[0], f"{item.id}.{item.audio[1]}")
+    else:
+        wave, rate, _ = read_audio_file(item.audio)
+    return resample(wave, rate, SAMPLE_RATE)
+
+
+def write_outputs(
+    out: Path, benchmark: str, items: list[EvalItem], predictions: dict[str, str | None], title: str = ""
+) -> dict[str, Any]:
+    """predictions.jsonl, metrics.json, metrics.md (and confusion.png) for these predictions."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "predictions.jsonl", "w") as f:
+        for item in items:
+            row = {"id": item.id, "prediction": predictions.get(item.id), "reference": item.reference}
+            if item.problem:
+                row["problem"] = item.problem
+            row |= judge(benchmark, item, predictions.get(item.id))
+            f.write(json.dumps(row) + "\n")
+    metrics = score(benchmark, items, predictions)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "metrics.md").write_text(markdown(metrics, title))
+    if "confusion" in metrics:
+        from stages.evaluate.plots import confusion_png
+
+        confusion_png(metrics, out / "confusion.png")
+    return metrics
+
+
+def run_eval(
+    run: Path,
+    benchmark: str,
+    manifest: Path,
+    out: Path,
+    audio_root: Path | None = None,
+    labels: list[str] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 32,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[dict[str, Any], list[EvalItem]]:
+    """Answer every askable item of the benchmark in batches; score all of them."""
+    items = load_benchmark(benchmark, manifest, audio_root, labels)
+    model = load_run(run, device)
+    predictions: dict[str, str | None] = {}
+    askable = [i for i in items if i.problem is None]
+    with audio_progress(disable=not progress) as bar:
+        task = bar.add_task(f"eval {benchmark}", total=len(askable), audio_s=0.0)
+        seconds = 0.0
+        for start in range(0, len(askable), batch_size):
+            batch, waves = [], []
+            for item in askable[start : start + batch_size]:
+                try:
+                    waves.append(item_wave(item))
+                    batch.append(item)
+                except AudioError as err:
+                    item.problem = f"unreadable audio: {err}"
+            if batch:
+                for item, said in zip(batch, answer(model, waves, [i.question for i in batch], max_new_tokens)):
+                    predictions[item.id] = said.text
+                seconds += sum(len(w) for w in waves) / SAMPLE_RATE
+            bar.update(task, advance=len(askable[start : start + batch_size]), audio_s=seconds)
+    meta = {"run": str(run), "benchmark": benchmark, "manifest": str(manifest)}
+    metrics = write_outputs(out, benchmark, items, predictions, title=f"{benchmark}: {run}")
+    (out / "eval.json").write_text(json.dumps(meta, indent=1))
+    return metrics, items
+
+
+def read_predictions(path: Path) -> dict[str, str | None]:
+    """predictions.jsonl keyed by the benchmark's id, field `prediction`."""
+    from pipeline.errors import UserError
+
+    rows = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows[str(row["id"])] = row.get("prediction")
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise UserError(f"{path}: line {number} is not a prediction row with an id ({err})") from err
+    return rows

@@ -77,3 +77,12 @@ def speech_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared speech data not found at {path} (set COAT_PIPE_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_twin_cache(tmp_path_factory):
+    """Tiny twins are built offline into a fresh cache for the session, through the real save/load path."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COAT_PIPE_CACHE", str(tmp_path_factory.mktemp("coat-cache")))
+    yield
+    mp.undo()

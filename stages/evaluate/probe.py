@@ -9,10 +9,10 @@ Positions, for every run:
           prompt (with its block for CoAT, without one for --no-think). It predicts the clip target
           and, flattened, the K slot targets.
 
-A probe is ridge regression on z-scored features, with alpha chosen on a validation part of the
-training split. Probability experts use a multinomial logistic probe instead. Scores are held-out
-R² pooled over the target's dimensions (variance-weighted) (accuracy of the top class for probability experts),
-with a split by clip so no clip is on both sides.
+A probe is ridge regression on z-scored features, with alpha chosen by exact leave-one-out error
+on its training rows; probability experts get a multinomial logistic probe instead. Scores are
+5-fold cross-validated by clip, so no clip is ever on both sides: the R² of the out-of-fold
+predictions pooled over the target's dimensions (variance-weighted), or the top-class accuracy.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec, pool_to_slots
 from store_schema.layout import STATS_DIR
 
-ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
-HELD_OUT = 0.3
+ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0, 1e4)
+FOLDS = 5
 
 
 @dataclass
@@ -74,15 +74,28 @@ def hidden_at(model: CoatModel, samples: list[CoatSample], batch_size: int = 8) 
     return slots, torch.cat(answer, dim=1).numpy()
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def ridge_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge on z-scored features with alpha chosen by exact leave-one-out error (from one SVD).
+    Returns (weights, feature mean, feature std, target mean)."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
     z = (x - mu) / sd
     y_mean = y.mean(0)
-    w = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y_mean))
-    return w, mu, sd, y_mean
+    yc = y - y_mean
+    u, sv, vt = np.linalg.svd(z, full_matrices=False)
+    uty = u.T @ yc
+    best, best_error = ALPHAS[0], np.inf
+    for alpha in ALPHAS:
+        shrink = sv**2 / (sv**2 + alpha)
+        leverage = (u**2) @ shrink + 1.0 / len(x)  # hat-matrix diagonal, the intercept included
+        residual = (yc - u @ (shrink[:, None] * uty)) / np.maximum(1 - leverage, 1e-6)[:, None]
+        error = float((residual**2).sum())
+        if error < best_error:
+            best, best_error = alpha, error
+    weights = vt.T @ ((sv / (sv**2 + best))[:, None] * uty)
+    return weights, mu, sd, y_mean
 
 
-def _r2(pred: np.ndarray, y: np.ndarray) -> float:
+def r2(pred: np.ndarray, y: np.ndarray) -> float:
     """Variance-weighted R² over the columns: 1 - total squared error / total variance, so a column
     that barely varies cannot dominate the score."""
     variance = float(((y - y.mean(0)) ** 2).sum())
@@ -91,27 +104,12 @@ def _r2(pred: np.ndarray, y: np.ndarray) -> float:
     return 1.0 - float(((pred - y) ** 2).sum()) / variance
 
 
-def ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
-    """Held-out R² of a ridge probe whose alpha is chosen on the last fifth of the training rows."""
-    cut = max(1, int(len(x_train) * 0.8))
-    best = max(ALPHAS, key=lambda a: _score(x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:], a))
-    return _score(x_train, y_train, x_test, y_test, best)
-
-
-def _score(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, alpha: float) -> float:
-    if len(xb) < 2:
-        return float("nan")
-    w, mu, sd, y_mean = _ridge(xa.astype(np.float64), ya.astype(np.float64), alpha)
-    score = _r2(((xb - mu) / sd) @ w + y_mean, yb)
-    return -np.inf if np.isnan(score) else score
-
-
-def logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
-    """Held-out accuracy of a multinomial logistic probe on the targets' top class."""
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    xa = torch.tensor((x_train - mu) / sd, dtype=torch.float32)
-    ya = torch.tensor(y_train.argmax(-1))
-    layer = torch.nn.Linear(xa.shape[1], y_train.shape[1])
+def logistic_fit(x: np.ndarray, y: np.ndarray) -> tuple[torch.nn.Linear, np.ndarray, np.ndarray]:
+    """A multinomial logistic probe on the targets' top class (L2-regularised, LBFGS)."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xa = torch.tensor((x - mu) / sd, dtype=torch.float32)
+    ya = torch.tensor(y.argmax(-1))
+    layer = torch.nn.Linear(xa.shape[1], y.shape[1])
     optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=200)
 
     def closure() -> torch.Tensor:
@@ -121,9 +119,26 @@ def logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         return loss
 
     optimizer.step(closure)
-    with torch.no_grad():
-        predicted = layer(torch.tensor((x_test - mu) / sd, dtype=torch.float32)).argmax(-1).numpy()
-    return float((predicted == y_test.argmax(-1)).mean())
+    return layer, mu, sd
+
+
+def cross_validated(kind: str, x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> float:
+    """Out-of-fold score: every row is predicted by a probe fit without its clip."""
+    if kind == "probs":
+        correct = np.zeros(len(x), dtype=bool)
+        for f in np.unique(fold):
+            test = fold == f
+            layer, mu, sd = logistic_fit(x[~test], y[~test])
+            with torch.no_grad():
+                logits = layer(torch.tensor((x[test] - mu) / sd, dtype=torch.float32))
+            correct[test] = logits.argmax(-1).numpy() == y[test].argmax(-1)
+        return float(correct.mean())
+    pred = np.zeros_like(y, dtype=np.float64)
+    for f in np.unique(fold):
+        test = fold == f
+        w, mu, sd, y_mean = ridge_fit(x[~test].astype(np.float64), y[~test].astype(np.float64))
+        pred[test] = ((x[test] - mu) / sd) @ w + y_mean
+    return r2(pred, y)
 
 
 def _targets(spec: TargetSpec, samples: list[CoatSample], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,20 +149,19 @@ def _targets(spec: TargetSpec, samples: list[CoatSample], k: int) -> tuple[np.nd
     return clips, slots, np.stack([p[1] for p in pooled])
 
 
-def probe_one(kind: str, features: np.ndarray, targets: np.ndarray, mask: np.ndarray, train: np.ndarray) -> float:
-    """One probe: rows of `features` (R, H) → `targets` (R, D); rows are masked out per column group."""
-    test = ~train
-    if kind in ("probs",):
-        return logistic_probe(features[train], targets[train], features[test], targets[test])
+def probe_one(kind: str, features: np.ndarray, targets: np.ndarray, mask: np.ndarray, fold: np.ndarray) -> float:
+    """One probe: rows of `features` (R, H) → `targets` (R, D), cross-validated over clips (`fold` per
+    row). Columns defined on the same rows are fit together; their scores are averaged by column count."""
+    if kind == "probs":
+        return cross_validated(kind, features, targets, fold)
     scores, weights = [], []
-    patterns = {tuple(column) for column in mask.T}  # columns defined on the same rows are fit together
+    patterns = {tuple(column) for column in mask.T}
     for pattern in patterns:
         rows = np.array(pattern, dtype=bool)
         columns = np.flatnonzero((mask.T == rows).all(axis=1))
-        tr, te = train & rows, test & rows
-        if tr.sum() < 4 or te.sum() < 2:
+        if rows.sum() < 2 * FOLDS:
             continue
-        score = ridge_probe(features[tr], targets[tr][:, columns], features[te], targets[te][:, columns])
+        score = cross_validated(kind, features[rows], targets[rows][:, columns], fold[rows])
         if np.isfinite(score):
             scores.append(score)
             weights.append(len(columns))
@@ -165,7 +179,7 @@ def run_probes(
     samples = read_samples(corpus, experts, limit)
     if len(samples) < 10:
         raise UserError(f"{corpus}: {len(samples)} usable clips; probes need at least 10")
-    split = np.random.default_rng(0).permutation(len(samples)) >= int(HELD_OUT * len(samples))
+    fold = np.random.default_rng(0).permutation(len(samples)) % FOLDS  # clip -> cross-validation fold
     models = {run: load_run(run, device) for run in runs}
     ks = {len(m.think.slots) for m in models.values() if m.think is not None}
     k = ks.pop() if len(ks) == 1 else 32
@@ -183,17 +197,17 @@ def run_probes(
             clip_mask = np.ones_like(clips, dtype=bool)
             if spec.kind == "pitch":
                 clip_mask[:, 0] = np.array([s.clip[name][1] > 0 for s in samples])
-            slot_rows = np.repeat(split, kk)
+            slot_fold = np.repeat(fold, kk)  # a clip's K slots share its fold
             for layer in range(len(answer_states)):
                 per_slot = think_states[layer].reshape(n * kk, -1)
                 results = {
                     "slots@think": probe_one(
-                        spec.kind, per_slot, slots.reshape(n * kk, d), mask.reshape(n * kk, d), slot_rows
+                        spec.kind, per_slot, slots.reshape(n * kk, d), mask.reshape(n * kk, d), slot_fold
                     ),
-                    "clip@think": probe_one(spec.kind, think_states[layer].mean(1), clips, clip_mask, split),
-                    "clip@answer": probe_one(spec.kind, answer_states[layer], clips, clip_mask, split),
+                    "clip@think": probe_one(spec.kind, think_states[layer].mean(1), clips, clip_mask, fold),
+                    "clip@answer": probe_one(spec.kind, answer_states[layer], clips, clip_mask, fold),
                     "slots@answer": probe_one(
-                        "embedding", answer_states[layer], slots.reshape(n, kk * d), mask.reshape(n, kk * d), split
+                        "embedding", answer_states[layer], slots.reshape(n, kk * d), mask.reshape(n, kk * d), fold
                     ),
                 }
                 for key, value in results.items():

@@ -9,15 +9,6 @@ from stages.train.targets import TargetSpec
 TINY = ["tiny-qwen2-audio", "tiny-qwen2.5-omni", "tiny-af3"]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def tiny_twin_cache(tmp_path_factory):
-    """Tiny twins are built offline into a fresh cache for the session, through the real save/load path."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("COAT_PIPE_CACHE", str(tmp_path_factory.mktemp("coat-cache")))
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="session")
 def specs(extracted_corpus: Path) -> dict[str, TargetSpec]:
     return {

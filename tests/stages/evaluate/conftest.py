@@ -1,0 +1,33 @@
+"""Untrained bundles of every tiny backbone (saved and loaded the way training writes them)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stages.train.bundle import save_bundle
+from stages.train.config import ModelConfig
+from stages.train.model import CoatModel
+from stages.train.targets import TargetSpec
+
+
+def _specs(corpus: Path) -> dict[str, TargetSpec]:
+    return {
+        e: TargetSpec.from_stats(json.loads((corpus / "stats" / f"{e}.json").read_text())) for e in ("mel", "pitch")
+    }
+
+
+@pytest.fixture(scope="session")
+def make_run(extracted_corpus, tmp_path_factory):
+    """make_run(backbone, no_think=False) -> a run directory holding final/, built once per session."""
+    made: dict[tuple[str, bool], Path] = {}
+
+    def make(backbone: str, no_think: bool = False) -> Path:
+        if (backbone, no_think) not in made:
+            run = tmp_path_factory.mktemp(f"run-{backbone}-{'base' if no_think else 'coat'}")
+            config = ModelConfig(backbone=backbone, think_tokens=8, no_think=no_think)
+            save_bundle(CoatModel.build(config, {} if no_think else _specs(extracted_corpus)), run / "final")
+            made[(backbone, no_think)] = run
+        return made[(backbone, no_think)]
+
+    return make

@@ -1,0 +1,59 @@
+"""Probes: after CoAT training the thinking positions hold pitch that the baseline's same positions do not."""
+
+import json
+
+import pytest
+
+from stages.evaluate.answer import load_run
+from tests.conftest import cli
+
+TRAIN = ["train", "--backbone", "tiny-qwen2-audio", "--batch-size", "4", "--lr", "3e-3", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A CoAT run and its --no-think baseline (same data, steps, LoRA), and a held-out corpus."""
+    root = tmp_path_factory.mktemp("probe")
+    cli("synth", "--out", root / "train", "--clips", 60, "--shard-size", 30, "--seed", 7)
+    cli("extract", "--corpus", root / "train", "--expert", "mel,pitch", "--workers", 0, "--no-progress")
+    cli("synth", "--out", root / "heldout", "--clips", 48, "--shard-size", 24, "--seed", 8, "--name", "heldout")
+    cli("extract", "--corpus", root / "heldout", "--expert", "pitch", "--workers", 0, "--no-progress")
+    common = [*TRAIN, "--corpus", root / "train", "--steps", 60]
+    cli(*common, "--out", root / "coat", "--think-tokens", 8)
+    cli(*common, "--out", root / "base", "--no-think")
+    return root
+
+
+def test_pitch_at_the_thinking_positions_beats_the_baseline(trained, tmp_path):
+    coat, base = trained / "coat", trained / "base"
+    result = cli(
+        "probe", "--run", coat, "--run", base, "--corpus", trained / "heldout", "--experts", "pitch", "--out", tmp_path
+    )
+    scores = json.loads((tmp_path / "probes.json").read_text())
+    layer = load_run(coat).think_layer  # the layer the heads read: no choice made on the held-out clips
+    coat_score, base_score = scores[str(coat)]["pitch/clip@think"][layer], scores[str(base)]["pitch/clip@think"][layer]
+    assert coat_score > base_score + 0.05, (coat_score, base_score)
+    assert set(scores[str(coat)]) == {
+        "pitch/slots@think",
+        "pitch/clip@think",
+        "pitch/clip@answer",
+        "pitch/slots@answer",
+    }
+    assert all(len(v) == len(scores[str(coat)]["pitch/clip@think"]) for v in scores[str(base)].values())
+    assert "pitch/clip@think" in result.output and (tmp_path / "probe_layers.png").stat().st_size > 5_000
+
+
+def test_probe_refuses_an_expert_missing_from_the_store(trained, tmp_path):
+    result = cli(
+        "probe",
+        "--run",
+        trained / "coat",
+        "--corpus",
+        trained / "heldout",
+        "--experts",
+        "mel",
+        "--out",
+        tmp_path,
+        expect=2,
+    )
+    assert "no `mel` in the store" in result.output

@@ -18,6 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("COAT_PIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child, minus the rendezvous variables an in-process training
+    run leaves behind (its store still holds that port), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    return env | extra
+
+
 def cli(*args: object, expect: int | None = 0) -> Result:
     """Run `coat-pipe ARGS` in-process; check the exit code unless `expect` is None."""
     result = CliRunner().invoke(app, [str(a) for a in args])

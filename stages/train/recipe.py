@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,10 @@ def init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device). Without a launcher this is a world of one."""
     for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(name, value)
-    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    if "MASTER_PORT" not in os.environ:  # a world of one: any free port (a fixed one may be taken)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
     on_gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     local_rank = int(os.environ["LOCAL_RANK"])

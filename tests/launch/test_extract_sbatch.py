@@ -11,7 +11,7 @@ import pytest
 
 from store_schema.corpus import read_corpus
 from store_schema.writer import shard_store_path
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli, subprocess_env
 
 EXTRACT_SBATCH = REPO / "launch" / "extract.sbatch"
 
@@ -21,7 +21,7 @@ def _run_array(corpus: Path, array_id: int, count: int = 4) -> list[str]:
     logs = []
     for task in range(count):
         env = {
-            **os.environ,
+            **subprocess_env(),
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "SLURM_ARRAY_JOB_ID": str(array_id),
             "SLURM_ARRAY_TASK_ID": str(task),
@@ -68,7 +68,7 @@ def test_four_tasks_cover_every_shard_once_and_the_last_checks_the_store(six_sha
 
 
 def test_without_array_variables_or_corpus_it_says_how_to_submit(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("SLURM_")}
     done = subprocess.run(["bash", str(EXTRACT_SBATCH), "--corpus", str(tmp_path)], env=env, capture_output=True)
     assert done.returncode != 0 and b"sbatch --array=0-N" in done.stderr
     done = subprocess.run(["bash", str(EXTRACT_SBATCH), "--expert", "mel"], env=env, capture_output=True)

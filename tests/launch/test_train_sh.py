@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli, subprocess_env
 
 FAKE_SLURM = Path(__file__).with_name("fake_slurm")
 TRAIN_SH = REPO / "launch" / "train.sh"
@@ -29,7 +29,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     state = tmp_path / "slurm-state"
     state.mkdir(exist_ok=True)
     path = f"{FAKE_SLURM}:{Path(sys.executable).parent}:{os.environ['PATH']}"
-    return {**os.environ, "PATH": path, "FAKE_SLURM_STATE": str(state), "PYTHONUNBUFFERED": "1"}
+    return subprocess_env(PATH=path, FAKE_SLURM_STATE=str(state), PYTHONUNBUFFERED="1")
 
 
 def _steps(run: Path) -> list[int]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from store_schema.corpus import read_corpus
 from store_schema.reader import ShardStore
-from tests.conftest import cli, copy_corpus
+from tests.conftest import cli, copy_corpus, subprocess_env
 
 EXTRACT = [
     sys.executable,
@@ -81,7 +81,7 @@ def test_two_processes_at_once(extracted_corpus, synth_corpus, tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "COLUMNS": "200"},
+            env=subprocess_env(COLUMNS="200"),
         )
         for _ in range(2)
     ]

@@ -16,7 +16,7 @@ import zarr
 
 from stages.train.bundle import load_bundle
 from store_schema.corpus import read_corpus, read_tar_keys
-from tests.conftest import cli, copy_corpus, extract_one_shard_with_other_options
+from tests.conftest import cli, copy_corpus, extract_one_shard_with_other_options, subprocess_env
 from tests.stages.train.conftest import TINY
 
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
@@ -38,7 +38,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "DS_ACCELERATOR": "cpu", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    return subprocess_env(DS_ACCELERATOR="cpu", COLUMNS="200", PYTHONUNBUFFERED="1")
 
 
 @pytest.mark.parametrize("backbone", TINY)
@@ -101,7 +101,10 @@ def test_killed_after_a_checkpoint_then_resumed_sees_the_same_batches(five_shard
         "0",
     ]
     whole = tmp_path / "whole"
-    subprocess.run([str(COAT), *args, "--out", str(whole)], env=_env(), check=True, capture_output=True, timeout=600)
+    done = subprocess.run(
+        [str(COAT), *args, "--out", str(whole)], env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
     cut = tmp_path / "cut"
     proc = subprocess.Popen(

@@ -138,8 +138,26 @@ def extract(
         list[str] | None,
         typer.Option("--set", help="Expert option, EXPERT.KEY=VALUE, e.g. --set mel.n_mels=64 (repeatable)."),
     ] = None,
-    checkpoint: Annotated[list[str] | None, typer.Option(help="EXPERT=PATH_OR_HUB_ID (repeatable).")] = None,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(help="Weights: EXPERT=PATH (repeatable), or PATH when one model expert is named."),
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Hub id: EXPERT=HUB_ID (repeatable), or HUB_ID for the one model expert.")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Let transformers run a checkpoint's own code (off by default).")
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar (logs, CI).")] = False,
+    list_experts: Annotated[
+        bool,
+        typer.Option(
+            "--list-experts",
+            is_eager=True,
+            callback=lambda v: _list_experts() if v else None,
+            help="Print every expert: what it hears, model, rates, kind, what it needs, where its weights are.",
+        ),
+    ] = False,
 ) -> None:
     """Stage one: run experts over every shard and write pooled targets to the store beside each tar.
 
@@ -167,14 +185,37 @@ def extract(
     }
     if set_option:
         overrides["expert_options"] = parse_assignments(set_option)
-    if checkpoint:
-        pairs = [c.partition("=") for c in checkpoint]
-        if any(not sep or not name for name, sep, _ in pairs):
-            raise UserError("--checkpoint takes EXPERT=PATH_OR_HUB_ID")
-        overrides["checkpoints"] = {name: value for name, _, value in pairs}
+    names = [e.strip() for e in (expert or "").split(",") if e.strip()]
+    weights = _weights_by_expert(names, [*(checkpoint or []), *(model or [])])
+    if weights:
+        overrides["checkpoints"] = weights
+    if trust_remote_code:
+        overrides["trust_remote_code"] = True
     cfg = load_config(ExtractConfig, config, overrides)
     summary = run_extract(cfg)
     _print_extract_summary(summary)
+
+
+def _weights_by_expert(names: list[str], given: list[str]) -> dict[str, str]:
+    """EXPERT=VALUE pairs; a bare VALUE belongs to the one model expert named (mel and pitch have none)."""
+    models = [n for n in names if n not in ("mel", "pitch")]
+    weights = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep:  # a bare path or hub id (a hub id holds "/", never "=")
+            if len(models) != 1:
+                raise UserError(f"--checkpoint/--model {item}: say which expert it is for, as EXPERT={item}")
+            name, value = models[0], item
+        weights[name] = value
+    return weights
+
+
+def _list_experts() -> None:
+    from stages.extract.experts import EXPERT_TABLE
+
+    header = ["name", "hears", "model", "rate in → frames", "kind", "needs", "weights"]
+    print_table("experts", header, [(n, *(c.replace("->", "→") for c in row)) for n, row in EXPERT_TABLE.items()])
+    raise typer.Exit(0)
 
 
 def _print_extract_summary(summary: Any) -> None:

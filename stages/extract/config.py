@@ -27,6 +27,7 @@ class ExtractConfig(BaseModel):
     num_shards: int | None = None  # how many slices the shards are split into
     overwrite: bool = False  # redo complete groups (otherwise they are skipped, or refused if stale)
     checkpoints: dict[str, str] = {}  # expert -> hub id or local path of its weights
+    trust_remote_code: bool = False  # let transformers run a checkpoint's own code
     expert_options: dict[str, dict[str, Any]] = {}  # expert -> its own settings, e.g. {"mel": {"n_mels": 64}}
     progress: bool = True
 

@@ -64,12 +64,16 @@ def load_experts(config: ExtractConfig) -> list[Expert]:
     unknown = set(config.expert_options) - set(config.experts)
     if unknown:
         raise UserError(f"options given for experts this run does not use: {', '.join(sorted(unknown))}")
-    return [
-        load_expert(
-            name, config.checkpoints.get(name), config.device, config.dtype, **config.expert_options.get(name, {})
-        )
-        for name in config.experts
-    ]
+    unknown = set(config.checkpoints) - set(config.experts)
+    if unknown:
+        raise UserError(f"weights given for experts this run does not use: {', '.join(sorted(unknown))}")
+    experts = []
+    for name in config.experts:
+        options = dict(config.expert_options.get(name, {}))
+        if config.trust_remote_code:
+            options["trust_remote_code"] = True
+        experts.append(load_expert(name, config.checkpoints.get(name), config.device, config.dtype, **options))
+    return experts
 
 
 def _group_fingerprint(tar: Path, expert: str) -> str | None:

@@ -8,12 +8,109 @@ from typing import Any
 
 from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
+from stages.extract.experts.beats import BeatsExpert, BeatsTagsExpert
+from stages.extract.experts.clap import ClapExpert
+from stages.extract.experts.emotion2vec import Emotion2VecExpert, Emotion2VecProbsExpert
+from stages.extract.experts.hubert import HubertExpert
 from stages.extract.experts.mel import MelExpert
+from stages.extract.experts.mert import MertExpert
 from stages.extract.experts.pitch import PitchExpert
+from stages.extract.experts.wav2vec2_emotion import Wav2Vec2EmotionExpert
+from stages.extract.experts.wavlm import WavLMExpert
+from stages.extract.experts.whisper import WhisperExpert
 
 EXPERTS: dict[str, Callable[..., Expert]] = {
     "mel": MelExpert,
     "pitch": PitchExpert,
+    "beats": BeatsExpert,
+    "beats-tags": BeatsTagsExpert,
+    "whisper": WhisperExpert,
+    "wavlm": WavLMExpert,
+    "hubert": HubertExpert,
+    "emotion2vec": Emotion2VecExpert,
+    "emotion2vec-probs": Emotion2VecProbsExpert,
+    "wav2vec2-emotion": Wav2Vec2EmotionExpert,
+    "clap": ClapExpert,
+    "mert": MertExpert,
+}
+
+# name -> (what it hears, model, rate in -> frames, kind, needs, where the weights come from)
+EXPERT_TABLE: dict[str, tuple[str, str, str, str, str, str]] = {
+    "mel": ("spectra", "128-bin Slaney log-mel", "16 kHz -> 100 Hz", "spectrum", "core", "none (signal processing)"),
+    "pitch": ("pitch", "swift-f0", "16 kHz -> 62.5 Hz", "pitch", "core", "inside the swift-f0 wheel"),
+    "beats": (
+        "sound events",
+        "BEATs (own implementation)",
+        "16 kHz -> 6.25 Hz",
+        "embedding",
+        "core",
+        "BEATs_iter3_plus_AS2M.pt from github.com/microsoft/unilm/tree/master/beats",
+    ),
+    "beats-tags": (
+        "AudioSet tags",
+        "BEATs fine-tuned predictor",
+        "16 kHz -> clip",
+        "logits",
+        "core",
+        "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt (same page)",
+    ),
+    "whisper": (
+        "speech content",
+        "WhisperModel encoder",
+        "16 kHz -> 50 Hz",
+        "embedding",
+        "core",
+        "hub openai/whisper-large-v3",
+    ),
+    "wavlm": ("speech content", "WavLMModel", "16 kHz -> 50 Hz", "embedding", "core", "hub microsoft/wavlm-large"),
+    "hubert": (
+        "speech content",
+        "HubertModel",
+        "16 kHz -> 50 Hz",
+        "embedding",
+        "core",
+        "hub facebook/hubert-large-ll60k",
+    ),
+    "emotion2vec": (
+        "affect",
+        "emotion2vec+ via FunASR",
+        "16 kHz -> 50 Hz",
+        "embedding",
+        "extra [emotion2vec]",
+        "FunASR hub iic/emotion2vec_plus_large",
+    ),
+    "emotion2vec-probs": (
+        "affect",
+        "emotion2vec+ via FunASR",
+        "16 kHz -> clip (9 classes)",
+        "probs",
+        "extra [emotion2vec]",
+        "FunASR hub iic/emotion2vec_plus_large",
+    ),
+    "wav2vec2-emotion": (
+        "affect",
+        "audio-classification model",
+        "16 kHz -> clip",
+        "probs",
+        "core",
+        "hub superb/wav2vec2-base-superb-er",
+    ),
+    "clap": (
+        "sound/music semantics",
+        "ClapModel audio tower",
+        "48 kHz -> clip",
+        "embedding",
+        "core",
+        "hub laion/clap-htsat-unfused",
+    ),
+    "mert": (
+        "music",
+        "MERT-v1 in HubertModel (no remote code)",
+        "24 kHz -> 75 Hz",
+        "embedding",
+        "core",
+        "hub m-a-p/MERT-v1-330M",
+    ),
 }
 
 
@@ -39,4 +136,4 @@ def load_expert(
     return loader(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
-__all__ = ["EXPERTS", "Expert", "load_expert"]
+__all__ = ["EXPERTS", "EXPERT_TABLE", "Expert", "load_expert"]

@@ -411,16 +411,19 @@ def bench_extract(
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     batch_seconds: Annotated[float, typer.Option(help="Padded audio seconds per expert batch.")] = 240.0,
     workdir: Annotated[Path | None, typer.Option(help="Where to put the corpus (default: a temp dir).")] = None,
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="Model experts as tiny random instances of their real classes.")
+    ] = False,
 ) -> None:
     """Full `extract` path vs a bare loop of the same experts over waves already in memory.
 
     Both run in this process on the same synthetic clips; prints audio seconds per second and the ratio.
 
-    Example: [bold]coat-pipe bench extract --expert mel,pitch --clips 200[/]
+    Example: [bold]coat-pipe bench extract --expert mel,pitch --clips 200[/]; [bold]--expert whisper --tiny[/]
     """
     from stages.extract.bench import bench_extract as run_bench
 
-    result = run_bench(expert.split(","), clips, workers, device, dtype, batch_seconds, workdir)
+    result = run_bench(expert.split(","), clips, workers, device, dtype, batch_seconds, workdir, tiny)
     rows = [
         ("bare loop (waves in memory)", f"{result['bare_seconds']:.2f}", f"{result['bare_speed']:.1f}"),
         ("full extract path", f"{result['full_seconds']:.2f}", f"{result['full_speed']:.1f}"),

@@ -41,9 +41,16 @@ def bench_extract(
     dtype: str,
     batch_seconds: float,
     workdir: Path | None = None,
+    tiny: bool = False,
 ) -> dict[str, Any]:
-    """Throughput in audio seconds per wall second of both paths, and full / bare."""
+    """Throughput in audio seconds per wall second of both paths, and full / bare. `tiny`: model
+    experts are tiny random instances of their real classes (no download)."""
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="coat-bench-"))
+    checkpoints = {}
+    if tiny:
+        from stages.extract.experts.tiny import make_tiny
+
+        checkpoints = {e: str(make_tiny(e, root / "tiny")) for e in experts if e not in ("mel", "pitch")}
     corpus_dir = root / "bench-corpus"
     shutil.rmtree(corpus_dir, ignore_errors=True)
     write_synth_corpus(corpus_dir, clips, seed=0, shard_size=max(1, clips // 4), progress=False)
@@ -57,6 +64,7 @@ def bench_extract(
         batch_seconds=batch_seconds,
         overwrite=True,
         progress=False,
+        checkpoints=checkpoints,
     )
 
     rates = sorted({e.sample_rate for e in load_experts(config)})

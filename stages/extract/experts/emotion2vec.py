@@ -6,8 +6,9 @@ with model.pt and config.yaml) or downloads `iic/emotion2vec_plus_large` from it
 Each clip goes through FunASR's own `generate` one at a time, its interface for this model.
 Frames are the data2vec encoder's, one per 320 samples.
 
-This path cannot be exercised here: FunASR needs torchaudio, which this project does not install.
-The tests cover the error for a missing extra; the rest is FunASR's documented interface.
+FunASR brings many dependencies (modelscope, hydra, umap-learn …), so it is an optional extra that
+the project's own environment and CI do not install. The tests cover the error for the missing
+extra; running a FunASR model directory through these experts is still to be tested.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def _funasr_model(checkpoint: str | None, device: str) -> Any:
         from funasr import AutoModel
     except ImportError:
         raise UserError(
-            "emotion2vec runs through FunASR, which is not installed: pip install 'coat-pipe[emotion2vec]' "
-            "(FunASR needs torchaudio), or use wav2vec2-emotion"
+            "emotion2vec runs through FunASR, which is not installed: pip install 'coat-pipe[emotion2vec]', "
+            "or use wav2vec2-emotion"
         ) from None
     try:
         return AutoModel(model=checkpoint or HUB_ID, device=device, disable_update=True)

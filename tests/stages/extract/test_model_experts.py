@@ -1,0 +1,126 @@
+"""The model experts on tiny random instances of their real classes, saved as real weights are published."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stages.extract.experts import EXPERT_TABLE, EXPERTS, load_expert
+from stages.extract.experts.beats import BeatsExpert
+from stages.extract.experts.beats_model import Beats, BeatsConfig
+from stages.extract.experts.tiny import make_tiny
+from tests.conftest import cli, copy_corpus
+
+MODEL_EXPERTS = ["beats", "beats-tags", "whisper", "wavlm", "hubert", "mert", "wav2vec2-emotion", "clap"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny-experts")
+
+
+@pytest.fixture(scope="module")
+def speech_corpus(speech_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("speech") / "corpus"
+    cli("shard", "--audio-dir", speech_dir, "--out", root, "--shard-size", 10)
+    return root
+
+
+def _waves(rate: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [(0.1 * rng.standard_normal(int(s * rate))).astype(np.float32) for s in (1.3, 3.7, 0.6)]
+
+
+@pytest.mark.parametrize("name", MODEL_EXPERTS)
+def test_frames_follow_the_duration_and_batching_changes_nothing(name, tiny_dir):
+    expert = load_expert(name, str(make_tiny(name, tiny_dir)))
+    waves = _waves(expert.sample_rate)
+    batched = expert(waves)
+    for wave, out in zip(waves, batched):
+        single = expert([wave])[0]
+        assert out.shape == single.shape and out.shape[1] == expert.dim
+        np.testing.assert_allclose(out, single, atol=1e-4 * max(1.0, float(np.abs(single).max())))
+        if expert.frame_rate:  # frame experts: one frame per 1 / frame_rate of audio, give or take one
+            assert abs(len(out) - len(wave) / expert.sample_rate * expert.frame_rate) <= 1.5
+            times = expert.frame_times(len(out))
+            assert np.all(np.diff(times) > 0) and times[-1] <= len(wave) / expert.sample_rate
+        else:
+            assert len(out) == 1
+    if expert.kind == "probs":
+        assert np.allclose([o.sum() for o in batched], 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_EXPERTS)
+def test_extract_on_synthetic_and_real_speech_then_store_check(name, tiny_dir, synth_corpus, speech_corpus, tmp_path):
+    checkpoint = make_tiny(name, tiny_dir)
+    for source in (synth_corpus, speech_corpus):
+        corpus = copy_corpus(source, tmp_path / source.parent.name)
+        cli(
+            "extract", "--corpus", corpus, "--expert", name, "--checkpoint", checkpoint, "--workers", 0, "--no-progress"
+        )
+        cli("store", "check", corpus)
+        stats = json.loads((corpus / "stats" / f"{name}.json").read_text())
+        assert stats["dim"] == load_expert(name, str(checkpoint)).dim
+
+
+def test_beats_windows_continue_evenly_on_a_25_s_clip(tiny_dir):
+    expert = BeatsExpert(str(make_tiny("beats", tiny_dir)))
+    wave = (0.1 * np.random.default_rng(2).standard_normal(25 * 16000)).astype(np.float32)
+    frames = expert([wave])[0]
+    whole = (1 + (len(wave) - 400) // 160) // 16  # the patches of the clip taken in one piece
+    assert len(frames) == whole == 156
+    times = expert.frame_times(len(frames))
+    np.testing.assert_allclose(np.diff(times), 0.16)
+    # a window boundary falls after patch 62: the frames on either side are ordinary neighbours
+    first = expert([wave[: 62 * 2560 + 240]])[0]
+    np.testing.assert_allclose(frames[:62], first, atol=1e-5)
+
+
+def test_beats_refuses_checkpoints_of_another_model(tiny_dir, synth_corpus, tmp_path):
+    cfg = BeatsConfig(
+        embed_dim=32,
+        encoder_embed_dim=48,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_embed_dim=64,
+        conv_pos=16,
+        conv_pos_groups=4,
+        num_buckets=32,
+        max_distance=64,
+    )
+    weights = Beats(cfg).state_dict()
+    weights["encoder.extra.weight"] = torch.zeros(1)
+    del weights["encoder.layer_norm.bias"]
+    bad = tmp_path / "other.pt"
+    torch.save({"cfg": dataclasses.asdict(cfg), "model": weights}, bad)
+    result = cli("extract", "--corpus", synth_corpus, "--expert", "beats", "--checkpoint", bad, expect=2)
+    assert "encoder.layer_norm.bias" in result.output and "encoder.extra.weight" in result.output
+    pretrained = make_tiny("beats", tiny_dir)
+    result = cli("extract", "--corpus", synth_corpus, "--expert", "beats-tags", "--checkpoint", pretrained, expect=2)
+    assert "without a tag predictor" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--expert", "beats"], "download BEATs_iter3_plus_AS2M.pt"),
+        (["--expert", "whisper", "--checkpoint", "/nonexistent/whisper"], "no whisper weights at /nonexistent/whisper"),
+        (["--expert", "wavlm", "--checkpoint", "HUBERT"], "not wavlm"),
+        (["--expert", "emotion2vec"], "FunASR"),
+        (["--expert", "beatz"], "unknown expert 'beatz'"),
+        (["--expert", "whisper,beats", "--checkpoint", "x"], "say which expert it is for"),
+    ],
+)
+def test_missing_or_wrong_weights_are_one_line_errors(args, says, tiny_dir, synth_corpus):
+    args = [str(make_tiny("hubert", tiny_dir)) if a == "HUBERT" else a for a in args]
+    result = cli("extract", "--corpus", synth_corpus, *args, "--no-progress", expect=2)
+    assert says in result.output and "Traceback" not in result.output
+
+
+def test_list_experts_shows_every_registered_expert():
+    output = cli("extract", "--list-experts").output
+    assert set(EXPERT_TABLE) == set(EXPERTS)
+    for name in EXPERTS:
+        assert name in output

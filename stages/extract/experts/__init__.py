@@ -2,37 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
-from stages.extract.experts.beats import BeatsExpert, BeatsTagsExpert
-from stages.extract.experts.clap import ClapExpert
-from stages.extract.experts.emotion2vec import Emotion2VecExpert, Emotion2VecProbsExpert
-from stages.extract.experts.hubert import HubertExpert
-from stages.extract.experts.mel import MelExpert
-from stages.extract.experts.mert import MertExpert
-from stages.extract.experts.pitch import PitchExpert
-from stages.extract.experts.wav2vec2_emotion import Wav2Vec2EmotionExpert
-from stages.extract.experts.wavlm import WavLMExpert
-from stages.extract.experts.whisper import WhisperExpert
 
-EXPERTS: dict[str, Callable[..., Expert]] = {
-    "mel": MelExpert,
-    "pitch": PitchExpert,
-    "beats": BeatsExpert,
-    "beats-tags": BeatsTagsExpert,
-    "whisper": WhisperExpert,
-    "wavlm": WavLMExpert,
-    "hubert": HubertExpert,
-    "emotion2vec": Emotion2VecExpert,
-    "emotion2vec-probs": Emotion2VecProbsExpert,
-    "wav2vec2-emotion": Wav2Vec2EmotionExpert,
-    "clap": ClapExpert,
-    "mert": MertExpert,
+# name -> "module:class"; imported when used, so naming `mel` does not import transformers' audio models
+EXPERTS: dict[str, str] = {
+    "mel": "stages.extract.experts.mel:MelExpert",
+    "pitch": "stages.extract.experts.pitch:PitchExpert",
+    "beats": "stages.extract.experts.beats:BeatsExpert",
+    "beats-tags": "stages.extract.experts.beats:BeatsTagsExpert",
+    "whisper": "stages.extract.experts.whisper:WhisperExpert",
+    "wavlm": "stages.extract.experts.wavlm:WavLMExpert",
+    "hubert": "stages.extract.experts.hubert:HubertExpert",
+    "emotion2vec": "stages.extract.experts.emotion2vec:Emotion2VecExpert",
+    "emotion2vec-probs": "stages.extract.experts.emotion2vec:Emotion2VecProbsExpert",
+    "wav2vec2-emotion": "stages.extract.experts.wav2vec2_emotion:Wav2Vec2EmotionExpert",
+    "clap": "stages.extract.experts.clap:ClapExpert",
+    "mert": "stages.extract.experts.mert:MertExpert",
 }
+
+
+def expert_class(name: str) -> Callable[..., Expert]:
+    module, _, attr = EXPERTS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 # name -> (what it hears, model, rate in -> frames, kind, needs, where the weights come from)
 EXPERT_TABLE: dict[str, tuple[str, str, str, str, str, str]] = {
@@ -120,7 +118,7 @@ def load_expert(
     """Build the expert `name` with its weights from `checkpoint` (a hub id or local path) where it has any."""
     if name not in EXPERTS:
         raise UserError(f"unknown expert {name!r}; known experts: {', '.join(sorted(EXPERTS))}")
-    loader = EXPERTS[name]
+    loader = expert_class(name)
     accepted = set(inspect.signature(loader).parameters)
     unknown = sorted(set(options) - accepted)
     if unknown:
@@ -136,4 +134,4 @@ def load_expert(
     return loader(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
-__all__ = ["EXPERTS", "EXPERT_TABLE", "Expert", "load_expert"]
+__all__ = ["EXPERTS", "EXPERT_TABLE", "Expert", "expert_class", "load_expert"]

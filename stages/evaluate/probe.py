@@ -182,13 +182,15 @@ def run_probes(
     fold = np.random.default_rng(0).permutation(len(samples)) % FOLDS  # clip -> cross-validation fold
     models = {run: load_run(run, device) for run in runs}
     ks = {len(m.think.slots) for m in models.values() if m.think is not None}
-    k = ks.pop() if len(ks) == 1 else 32
+    k = ks.pop() if len(ks) == 1 else 32  # baselines alone (or mixed K) are read with a 32-token block
     scores: dict[str, dict[str, list[float]]] = {}
     for run, model in models.items():
         console.print(f"probing {run} on {len(samples)} clips")
-        block_model = model if model.think is not None else load_with_block(run, k, device)
-        think_states, _ = hidden_at(block_model, samples)
-        _, answer_states = hidden_at(model, samples)  # the run's own prompt
+        if model.think is not None:  # one pass: the block ends the run's own prompt
+            think_states, answer_states = hidden_at(model, samples)
+        else:  # the block appended for its positions; the answer position from the run's own prompt
+            think_states, _ = hidden_at(load_with_block(run, k, device), samples)
+            _, answer_states = hidden_at(model, samples)
         assert think_states is not None
         table: dict[str, list[float]] = {}
         for name, spec in specs.items():

@@ -78,14 +78,21 @@ def encode_prompts(model: CoatModel, waves: list[np.ndarray], questions: list[st
 
 @torch.inference_mode()
 def answer(
-    model: CoatModel, waves: list[np.ndarray], questions: list[str], max_new_tokens: int = 64, min_new_tokens: int = 0
+    model: CoatModel,
+    waves: list[np.ndarray],
+    questions: list[str],
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    observers: list[LogitsProcessor] | None = None,
 ) -> list[Answer]:
-    """Greedy answers to `questions` about `waves` (16 kHz mono), one batch (`min_new_tokens`: for timing)."""
+    """Greedy answers to `questions` about `waves` (16 kHz mono), one batch. `min_new_tokens` and
+    `observers` (processors that watch each step, e.g. a clock) serve benchmarks."""
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in encode_prompts(model, waves, questions).items()}
     tokenizer = model.processor.tokenizer
     end = tokenizer.convert_tokens_to_ids(model.backbone.end_of_turn)
     banned = LogitsProcessorList([BlockTokensBanned(model.think.all)] if model.think else [])
+    banned.extend(observers or [])
     out = model.model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,

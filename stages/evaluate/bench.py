@@ -2,8 +2,9 @@
 
 Both models are the same backbone weights with the same (zero-initialised) LoRA, asked the same
 prompts in the same process, turn by turn; the only difference is the K-token block in CoAT's prompt.
-Time to first token is one generate call of one token (the prefill); per-token decode time is the
-extra time of N forced tokens over one, divided by N - 1. Medians over the repeats.
+A clock watches each decoding step of one `generate` call of N forced tokens: time to first token
+runs from the call to the first step's logits (processor, audio encoder, prefill); per-token decode
+time is the median interval between later steps. Medians over the repeats.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import LogitsProcessor
 
 from stages.evaluate.answer import answer, encode_prompts, for_inference
 from stages.train.backbones.base import SAMPLE_RATE
@@ -29,14 +31,25 @@ def _clip(seconds: float, seed: int) -> np.ndarray:
     return (0.2 * np.sin(2 * np.pi * (220 + 110 * t) * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def _timed(fn: Any, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class StepClock(LogitsProcessor):
+    """Notes the time at each decoding step; changes nothing."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.times = device, []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def _clocked(model: CoatModel, waves: list[np.ndarray], questions: list[str], tokens: int, device: torch.device):  # noqa: ANN202
+    """(time to first token, median seconds per later token) of one generate call."""
+    clock = StepClock(device)
     start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    answer(model, waves, questions, tokens, tokens, observers=[clock])
+    return clock.times[0] - start, statistics.median(np.diff(clock.times))
 
 
 def bench_generate(
@@ -61,16 +74,15 @@ def bench_generate(
     questions = [QUESTION] * batch_size
     prompt_length = int(encode_prompts(models["base"], waves[:1], questions[:1])["input_ids"].shape[1])
     first: dict[str, list[float]] = {name: [] for name in models}
-    full: dict[str, list[float]] = {name: [] for name in models}
+    step: dict[str, list[float]] = {name: [] for name in models}
     for repeat in range(repeats + 1):  # the first round warms up and is not counted
         for name, model in models.items():
-            t1 = _timed(lambda m=model: answer(m, waves, questions, 1, 1), target)
-            tn = _timed(lambda m=model: answer(m, waves, questions, max_new_tokens, max_new_tokens), target)
+            ttft_s, step_s = _clocked(model, waves, questions, max(2, max_new_tokens), target)
             if repeat:
-                first[name].append(t1)
-                full[name].append(tn)
+                first[name].append(ttft_s)
+                step[name].append(step_s)
     ttft = {n: statistics.median(v) for n, v in first.items()}
-    decode = {n: (statistics.median(full[n]) - ttft[n]) / max(1, max_new_tokens - 1) for n in models}
+    decode = {n: statistics.median(v) for n, v in step.items()}
     return {
         "prompt_tokens_baseline": prompt_length,
         "think_tokens": think_tokens,

@@ -16,6 +16,7 @@ class UserError(Exception):
 def user_errors(fn: F) -> F:
     """A UserError becomes one red line and exit code 2, never a traceback."""
     import typer
+    from rich.markup import escape
 
     from pipeline.progress import console
 
@@ -24,7 +25,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)  # [brackets] stay text
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

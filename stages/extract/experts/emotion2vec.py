@@ -1,18 +1,16 @@
-"""`emotion2vec` (affect embeddings, 16 kHz → 50 Hz) and `emotion2vec-probs` (9 emotion classes per
+"""`emotion2vec` (affect embeddings, 16 kHz → 50 Hz) and `emotion2vec-probs` (the emotion classes per
 clip) from emotion2vec+ through FunASR, an optional extra: pip install 'coat-pipe[emotion2vec]'.
 
-FunASR loads the model directory it is given (`--checkpoint emotion2vec=DIR`, a FunASR model folder
-with model.pt and config.yaml) or downloads `iic/emotion2vec_plus_large` from its hub.
-Each clip goes through FunASR's own `generate` one at a time, its interface for this model.
-Frames are the data2vec encoder's, one per 320 samples.
-
-FunASR brings many dependencies (modelscope, hydra, umap-learn …), so it is an optional extra that
-the project's own environment and CI do not install. The tests cover the error for the missing
-extra; running a FunASR model directory through these experts is still to be tested.
+FunASR loads a model directory in its own format (`--checkpoint emotion2vec=DIR` holding
+config.yaml and model.pt), or downloads `iic/emotion2vec_plus_large` from its hub when no directory
+is given. Each clip goes through FunASR's own `generate`, one at a time, which is its interface for
+this model. Frames are the data2vec encoder's, one per 320 samples. FunASR runs the model in
+float32 whatever `--dtype` says.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +21,14 @@ from stages.extract.experts.clip_level import ClipExpert
 
 HUB_ID = "iic/emotion2vec_plus_large"
 HOP, FIELD = 320, 400
-LABELS = ("angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown")
 
 
 def _funasr_model(checkpoint: str | None, device: str) -> Any:
+    if checkpoint is not None and not (Path(checkpoint) / "config.yaml").is_file():
+        raise UserError(
+            f"no emotion2vec model at {checkpoint} (a FunASR model folder with config.yaml and model.pt); "
+            f"download {HUB_ID} where there is network access and pass --checkpoint emotion2vec=DIR"
+        )
     try:
         from funasr import AutoModel
     except ImportError:
@@ -35,10 +37,12 @@ def _funasr_model(checkpoint: str | None, device: str) -> Any:
             "or use wav2vec2-emotion"
         ) from None
     try:
-        return AutoModel(model=checkpoint or HUB_ID, device=device, disable_update=True)
-    except (OSError, AssertionError, KeyError) as err:
+        return AutoModel(
+            model=checkpoint or HUB_ID, device=device, disable_update=True, disable_pbar=True, disable_log=True
+        )
+    except (OSError, AssertionError, KeyError, RuntimeError) as err:
         raise UserError(
-            f"no emotion2vec model at {checkpoint or HUB_ID} ({err}); pass --checkpoint emotion2vec=DIR"
+            f"{checkpoint or HUB_ID}: not a usable emotion2vec model ({str(err).splitlines()[0]})"
         ) from None
 
 
@@ -47,12 +51,12 @@ class Emotion2VecExpert(Expert):
     kind = "embedding"
     sample_rate = 16000
     frame_rate = 16000 / HOP
-    dim = 1024
     min_seconds = FIELD / 16000
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
         self.source = checkpoint or HUB_ID
         self.model = _funasr_model(checkpoint, device)
+        self.dim = int(self.model.model.cfg.get("embed_dim"))
 
     def frame_times(self, num_frames: int) -> np.ndarray:
         return (np.arange(num_frames) * HOP + FIELD / 2) / self.sample_rate
@@ -72,12 +76,16 @@ class Emotion2VecProbsExpert(ClipExpert):
     name = "emotion2vec-probs"
     kind = "probs"
     sample_rate = 16000
-    dim = len(LABELS)
     min_seconds = FIELD / 16000
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
         self.source = checkpoint or HUB_ID
         self.model = _funasr_model(checkpoint, device)
+        tokenizer = self.model.kwargs.get("tokenizer")
+        if tokenizer is None or getattr(self.model.model, "proj", None) is None:
+            raise UserError(f"{self.source}: this emotion2vec model has no classifier; use the `emotion2vec` expert")
+        self.labels = [t for t in tokenizer.token_list if not t.startswith("unuse")]  # FunASR drops "unuse*"
+        self.dim = len(self.labels)
 
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         out = []
@@ -87,4 +95,4 @@ class Emotion2VecProbsExpert(ClipExpert):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.source, "revision": self.source, "layer": "utterance", "options": {"labels": LABELS}}
+        return {"model": self.source, "revision": self.source, "layer": "utterance", "options": {"labels": self.labels}}

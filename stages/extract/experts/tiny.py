@@ -136,4 +136,82 @@ def make_tiny(name: str, root: Path) -> Path:
         ).save_pretrained(out)
         ClapFeatureExtractor(feature_size=64).save_pretrained(out)
         return out
+    if name in ("emotion2vec", "emotion2vec-probs"):  # a FunASR model folder: config.yaml + model.pt
+        import yaml
+        from funasr.models.emotion2vec.model import Emotion2vec
+
+        labels = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
+        audio = dict(
+            type="AUDIO",
+            feature_encoder_spec="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
+            extractor_mode="layer_norm",
+            conv_pos_depth=2,
+            conv_pos_width=16,
+            conv_pos_groups=4,
+            conv_pos_pre_ln=False,
+            start_drop_path_rate=0.0,
+            end_drop_path_rate=0.0,
+            prenet_depth=1,
+            prenet_layerdrop=0.0,
+            prenet_dropout=0.0,
+            decoder=None,
+            num_extra_tokens=0,
+            init_extra_token_zero=True,
+            use_alibi_encoder=True,
+            alibi_scale=1.0,
+            alibi_max_pos=None,
+            learned_alibi=False,
+            learned_alibi_scale=False,
+            learned_alibi_scale_per_head=False,
+            learned_alibi_scale_per_layer=False,
+            num_alibi_heads=2,
+            model_depth=2,
+            local_grad_mult=1.0,
+            inverse_mask=False,
+            keep_masked_pct=0.0,
+            mask_noise_std=0.01,
+            mask_prob=0.0,
+            mask_length=5,
+            mask_prob_min=None,
+            mask_dropout=0.0,
+            add_masks=False,
+            remove_masks=False,
+            mask_channel_prob=0.0,
+            mask_channel_length=64,
+            encoder_zero_mask=True,
+            mask_prob_adjust=0.0,
+        )
+        conf = dict(
+            embed_dim=32,
+            num_heads=2,
+            mlp_ratio=2.0,
+            depth=2,
+            layer_norm_first=False,
+            norm_eps=1e-5,
+            norm_affine=True,
+            encoder_dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            post_mlp_drop=0.0,
+            start_drop_path_rate=0.0,
+            end_drop_path_rate=0.0,
+            dropout_input=0.0,
+            average_top_k_layers=2,
+            loss_beta=0.0,
+            loss_scale=None,
+            end_of_block_targets=False,
+            clone_batch=1,
+            layerdrop=0.0,
+            normalize=True,
+            modalities=dict(audio=audio),
+        )
+        config = {
+            "model": "Emotion2vec",
+            "model_conf": conf,
+            "tokenizer": "CharTokenizer",
+            "tokenizer_conf": {"unk_symbol": "unknown", "split_with_space": True, "token_list": labels},
+        }
+        (out / "config.yaml").write_text(yaml.safe_dump(config))
+        torch.save(Emotion2vec(model_conf=conf, vocab_size=len(labels)).state_dict(), out / "model.pt")
+        return out
     raise ValueError(name)

@@ -13,7 +13,18 @@ from stages.extract.experts.beats_model import Beats, BeatsConfig
 from stages.extract.experts.tiny import make_tiny
 from tests.conftest import cli, copy_corpus
 
-MODEL_EXPERTS = ["beats", "beats-tags", "whisper", "wavlm", "hubert", "mert", "wav2vec2-emotion", "clap"]
+MODEL_EXPERTS = [
+    "beats",
+    "beats-tags",
+    "whisper",
+    "wavlm",
+    "hubert",
+    "mert",
+    "wav2vec2-emotion",
+    "clap",
+    "emotion2vec",
+    "emotion2vec-probs",
+]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +119,7 @@ def test_beats_refuses_checkpoints_of_another_model(tiny_dir, synth_corpus, tmp_
         (["--expert", "beats"], "download BEATs_iter3_plus_AS2M.pt"),
         (["--expert", "whisper", "--checkpoint", "/nonexistent/whisper"], "no whisper weights at /nonexistent/whisper"),
         (["--expert", "wavlm", "--checkpoint", "HUBERT"], "not wavlm"),
-        (["--expert", "emotion2vec"], "FunASR"),
+        (["--expert", "emotion2vec", "--checkpoint", "/nonexistent/e2v"], "no emotion2vec model at /nonexistent/e2v"),
         (["--expert", "beatz"], "unknown expert 'beatz'"),
         (["--expert", "whisper,beats", "--checkpoint", "x"], "say which expert it is for"),
     ],
@@ -124,3 +135,10 @@ def test_list_experts_shows_every_registered_expert():
     assert set(EXPERT_TABLE) == set(EXPERTS)
     for name in EXPERTS:
         assert name in output
+
+
+def test_emotion2vec_without_the_funasr_extra_says_how_to_install_it(tiny_dir, monkeypatch, synth_corpus):
+    checkpoint = make_tiny("emotion2vec", tiny_dir)
+    monkeypatch.setitem(__import__("sys").modules, "funasr", None)  # as if the extra were not installed
+    result = cli("extract", "--corpus", synth_corpus, "--expert", "emotion2vec", "--checkpoint", checkpoint, expect=2)
+    assert "pip install 'coat-pipe[emotion2vec]'" in result.output

@@ -118,10 +118,8 @@ def eval_score(
 
     if not predictions.is_file():
         raise UserError(f"{predictions}: no such predictions file")
-    items = load_benchmark(benchmark, manifest, audio_root, [x.strip() for x in labels.split(",")] if labels else None)
-    for item in items:  # scoring does not need the audio
-        if item.problem and item.problem.startswith("audio file not found"):
-            item.problem = None
+    label_list = [x.strip() for x in labels.split(",")] if labels else None
+    items = load_benchmark(benchmark, manifest, audio_root, label_list, need_audio=False)  # scoring needs no audio
     rows = read_predictions(predictions)
     unknown = sorted(set(rows) - {i.id for i in items})
     if unknown:

@@ -75,6 +75,7 @@ def _item(
     audio_key: str,
     root: Path,
     build: Callable[[dict[str, Any]], EvalItem],
+    need_audio: bool = True,
 ) -> EvalItem:
     """`build(row)` when the row has every field and its audio exists; else an item with the problem."""
     if isinstance(row, str):
@@ -86,12 +87,12 @@ def _item(
     item = build(row)
     audio = root / str(row[audio_key])
     item.audio = audio
-    if not audio.is_file():
+    if need_audio and not audio.is_file():
         item.problem = f"audio file not found: {audio}"
     return item
 
 
-def load_mmau(manifest: Path, audio_root: Path) -> list[EvalItem]:
+def load_mmau(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[EvalItem]:
     need = ("id", "audio_id", "question", "choices", "answer")
 
     def build(row: dict[str, Any]) -> EvalItem:
@@ -99,10 +100,12 @@ def load_mmau(manifest: Path, audio_root: Path) -> list[EvalItem]:
         choices = [str(c) for c in row["choices"]]
         return EvalItem(str(row["id"]), None, choice_question(row["question"], choices), row["answer"], choices, groups)
 
-    return [_item(r, i, need, "audio_id", audio_root, build) for i, r in enumerate(_rows_json_list(manifest))]
+    return [
+        _item(r, i, need, "audio_id", audio_root, build, need_audio) for i, r in enumerate(_rows_json_list(manifest))
+    ]
 
 
-def load_mmar(manifest: Path, audio_root: Path) -> list[EvalItem]:
+def load_mmar(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[EvalItem]:
     need = ("audio_path", "question", "choices", "answer")
 
     def build(row: dict[str, Any]) -> EvalItem:
@@ -111,13 +114,17 @@ def load_mmar(manifest: Path, audio_root: Path) -> list[EvalItem]:
         item_id = str(row.get("id", ""))
         return EvalItem(item_id, None, choice_question(row["question"], choices), row["answer"], choices, groups)
 
-    items = [_item(r, i, need, "audio_path", audio_root, build) for i, r in enumerate(_rows_jsonl(manifest))]
+    items = [
+        _item(r, i, need, "audio_path", audio_root, build, need_audio) for i, r in enumerate(_rows_jsonl(manifest))
+    ]
     for index, item in enumerate(items):
         item.id = item.id or f"row{index}"  # MMAR rows may carry no id: the line order is the key
     return items
 
 
-def load_classification(manifest: Path, audio_root: Path, labels: list[str] | None) -> list[EvalItem]:
+def load_classification(
+    manifest: Path, audio_root: Path, labels: list[str] | None, need_audio: bool = True
+) -> list[EvalItem]:
     rows = _rows_jsonl(manifest)
     known = labels or sorted({str(r["label"]) for r in rows if isinstance(r, dict) and r.get("label")})
     question = f"Which label describes the audio best: {', '.join(known)}? Answer with the label only."
@@ -129,14 +136,17 @@ def load_classification(manifest: Path, audio_root: Path, labels: list[str] | No
             item.problem = f"label {label!r} is not in the label list"
         return item
 
-    return [_item(r, i, ("audio", "label"), "audio", audio_root, build) for i, r in enumerate(rows)]
+    return [_item(r, i, ("audio", "label"), "audio", audio_root, build, need_audio) for i, r in enumerate(rows)]
 
 
-def load_asr(manifest: Path, audio_root: Path) -> list[EvalItem]:
+def load_asr(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[EvalItem]:
     def build(row: dict[str, Any]) -> EvalItem:
         return EvalItem(str(row.get("id") or row["audio"]), None, "Transcribe the speech.", str(row["text"]))
 
-    return [_item(r, i, ("audio", "text"), "audio", audio_root, build) for i, r in enumerate(_rows_jsonl(manifest))]
+    return [
+        _item(r, i, ("audio", "text"), "audio", audio_root, build, need_audio)
+        for i, r in enumerate(_rows_jsonl(manifest))
+    ]
 
 
 def load_synth(corpus_dir: Path) -> list[EvalItem]:
@@ -157,22 +167,28 @@ def load_synth(corpus_dir: Path) -> list[EvalItem]:
     return items
 
 
-def load_benchmark(name: str, manifest: Path, audio_root: Path | None = None, labels: list[str] | None = None):  # noqa: ANN201
+def load_benchmark(  # noqa: ANN201
+    name: str,
+    manifest: Path,
+    audio_root: Path | None = None,
+    labels: list[str] | None = None,
+    need_audio: bool = True,
+):
     """The items of benchmark `name` from its manifest (audio paths relative to `audio_root`, default
-    the manifest's folder)."""
+    the manifest's folder). `need_audio=False` (re-scoring) does not look for the audio files."""
     if name not in KINDS:
         raise UserError(f"unknown benchmark {name!r}; known: {', '.join(KINDS)}")
     if not manifest.exists():
         raise UserError(f"{manifest}: no such manifest")
     root = audio_root or (manifest if manifest.is_dir() else manifest.parent)
     if name == "mmau":
-        items = load_mmau(manifest, root)
+        items = load_mmau(manifest, root, need_audio)
     elif name == "mmar":
-        items = load_mmar(manifest, root)
+        items = load_mmar(manifest, root, need_audio)
     elif name == "classification":
-        items = load_classification(manifest, root, labels)
+        items = load_classification(manifest, root, labels, need_audio)
     elif name == "asr":
-        items = load_asr(manifest, root)
+        items = load_asr(manifest, root, need_audio)
     else:
         items = load_synth(manifest)
     ids = [i.id for i in items]

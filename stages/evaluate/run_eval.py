@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import AudioError, decode_audio, read_audio_file, resample
+from pipeline.errors import UserError
 from pipeline.progress import audio_progress
 from stages.evaluate.answer import answer, load_run
 from stages.evaluate.benchmarks import EvalItem, load_benchmark
@@ -93,8 +94,6 @@ def run_eval(
 
 def read_predictions(path: Path) -> dict[str, str | None]:
     """predictions.jsonl keyed by the benchmark's id, field `prediction`."""
-    from pipeline.errors import UserError
-
     rows = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():

@@ -92,16 +92,19 @@ class BeatsExpert(Expert):
         tokens, valid = self.model(batch, frames, self.layer)
         return [tokens[i, : int(valid[i].sum())].float().cpu() for i in range(len(pieces))]
 
-    @torch.inference_mode()
-    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+    def _clip_tokens(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
+        """(P, 8, D) tokens of each clip: all clips' windows in one batch, joined back per clip."""
         pieces = [windows(w) for w in waves]
         flat = self._tokens([p for clip in pieces for p in clip])
         out, at = [], 0
         for clip in pieces:
-            tokens = torch.cat(flat[at : at + len(clip)])
+            out.append(torch.cat(flat[at : at + len(clip)]))
             at += len(clip)
-            out.append(tokens.mean(dim=1).numpy().astype(np.float32))
         return out
+
+    @torch.inference_mode()
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return [tokens.mean(dim=1).numpy().astype(np.float32) for tokens in self._clip_tokens(waves)]
 
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.path.name), "revision": self._revision, "layer": str(self.layer or self.layers)}
@@ -133,13 +136,10 @@ class BeatsTagsExpert(BeatsExpert):
 
     @torch.inference_mode()
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        pieces = [windows(w) for w in waves]
-        flat = self._tokens([p for clip in pieces for p in clip])
-        out, at = [], 0
-        for clip in pieces:
-            tokens = torch.cat(flat[at : at + len(clip)]).flatten(0, 1)  # every (time, frequency) token
-            at += len(clip)
-            logits = self.model.predictor(tokens.to(self.device, self.model.predictor.weight.dtype)).float().mean(0)
+        out = []
+        for tokens in self._clip_tokens(waves):
+            every = tokens.flatten(0, 1).to(self.device, self.model.predictor.weight.dtype)  # (time × frequency)
+            logits = self.model.predictor(every).float().mean(0)
             out.append(logits.cpu().numpy()[None, :].astype(np.float32))
         return out
 

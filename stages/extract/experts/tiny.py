@@ -20,27 +20,33 @@ TINY_SPEECH = dict(
 )
 
 
+def tiny_beats_config(finetuned: bool = False):  # noqa: ANN201 - a BeatsConfig
+    from stages.extract.experts.beats_model import BeatsConfig
+
+    return BeatsConfig(
+        embed_dim=32,
+        encoder_embed_dim=48,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_embed_dim=64,
+        conv_pos=16,
+        conv_pos_groups=4,
+        num_buckets=32,
+        max_distance=64,
+        finetuned_model=finetuned,
+        predictor_class=10,
+    )
+
+
 def make_tiny(name: str, root: Path) -> Path:
     """Write a tiny `name` expert under root/name in its official format; returns what --checkpoint takes."""
     torch.manual_seed(0)
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
     if name in ("beats", "beats-tags"):
-        from stages.extract.experts.beats_model import Beats, BeatsConfig
+        from stages.extract.experts.beats_model import Beats
 
-        cfg = BeatsConfig(
-            embed_dim=32,
-            encoder_embed_dim=48,
-            encoder_layers=2,
-            encoder_attention_heads=4,
-            encoder_ffn_embed_dim=64,
-            conv_pos=16,
-            conv_pos_groups=4,
-            num_buckets=32,
-            max_distance=64,
-            finetuned_model=name == "beats-tags",
-            predictor_class=10,
-        )
+        cfg = tiny_beats_config(finetuned=name == "beats-tags")
         path = out / "BEATs_tiny.pt"
         torch.save({"cfg": dataclasses.asdict(cfg), "model": Beats(cfg).state_dict()}, path)
         return path

@@ -9,8 +9,8 @@ import torch
 
 from stages.extract.experts import EXPERT_TABLE, EXPERTS, load_expert
 from stages.extract.experts.beats import BeatsExpert
-from stages.extract.experts.beats_model import Beats, BeatsConfig
-from stages.extract.experts.tiny import make_tiny
+from stages.extract.experts.beats_model import Beats
+from stages.extract.experts.tiny import make_tiny, tiny_beats_config
 from tests.conftest import cli, copy_corpus
 
 MODEL_EXPERTS = [
@@ -90,17 +90,7 @@ def test_beats_windows_continue_evenly_on_a_25_s_clip(tiny_dir):
 
 
 def test_beats_refuses_checkpoints_of_another_model(tiny_dir, synth_corpus, tmp_path):
-    cfg = BeatsConfig(
-        embed_dim=32,
-        encoder_embed_dim=48,
-        encoder_layers=2,
-        encoder_attention_heads=4,
-        encoder_ffn_embed_dim=64,
-        conv_pos=16,
-        conv_pos_groups=4,
-        num_buckets=32,
-        max_distance=64,
-    )
+    cfg = tiny_beats_config()
     weights = Beats(cfg).state_dict()
     weights["encoder.extra.weight"] = torch.zeros(1)
     del weights["encoder.layer_norm.bias"]

@@ -23,6 +23,15 @@ QUESTION_TYPES = ("pitch_level", "pitch_direction", "count_events", "louder_half
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 PITCH_LEVELS = {"low": (110.0, 220.0), "mid": (300.0, 600.0), "high": (900.0, 1800.0)}  # Hz, a gap between
 COUNT_WORDS = ("zero", "one", "two", "three", "four", "five")
+# Every answer each question type can have (count_events asks about 1 to 5 sounds).
+ANSWERS: dict[str, tuple[str, ...]] = {
+    "pitch_level": tuple(PITCH_LEVELS),
+    "pitch_direction": ("rising", "falling"),
+    "count_events": COUNT_WORDS[1:],
+    "louder_half": ("first", "second"),
+    "note_name": NOTE_NAMES,
+    "has_noise": ("yes", "no"),
+}
 QUIET_DB = 14.0  # how much quieter the quiet half is in `louder_half`
 FADE_S = 0.01
 

@@ -75,4 +75,7 @@ class TrainConfig(BaseModel):
 
     @property
     def align_steps(self) -> int:
-        return round(self.steps * self.align_fraction) if self.schedule == "two-stage" else 0
+        """Steps of the `align` stage. A baseline has nothing to align, so every step of it is a joint step."""
+        if self.schedule != "two-stage" or self.model.no_think:
+            return 0
+        return round(self.steps * self.align_fraction)

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.errors import UserError
 from stages.train.batch import CoatSample, coat_sample
+from stages.train.stop_signal import ignore_stop_signals
 from stages.train.targets import TargetSpec
 from store_schema.check import check_store, read_stats
 from store_schema.corpus import CorpusInfo, read_corpus
@@ -226,6 +227,7 @@ def batch_loader(dataset: PlannedBatches, start: int, num_workers: int) -> DataL
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),
         collate_fn=_as_list,
+        worker_init_fn=ignore_stop_signals,
         prefetch_factor=2 if num_workers else None,
         persistent_workers=False,
     )

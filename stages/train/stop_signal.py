@@ -40,3 +40,14 @@ class StopSignal:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """A DataLoader worker's `worker_init_fn`: the stop signals are for its rank alone.
+
+    SLURM signals every process of a job step, and DeepSpeed's launcher the whole process tree, so the
+    workers receive SIGTERM/SIGUSR1 too. By default they die of it, and the rank then fails with
+    "DataLoader worker is killed" before it can checkpoint. Ignoring them leaves the stop to the rank,
+    which shuts its workers down when it exits."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

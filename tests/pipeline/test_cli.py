@@ -5,6 +5,7 @@ import pytest
 from tests.conftest import cli
 
 COMMANDS = [
+    ["quickstart"],
     ["synth"],
     ["shard"],
     ["extract"],
@@ -23,7 +24,7 @@ def test_every_command_explains_itself_with_an_example(command):
 
 def test_top_level_help_lists_the_stages():
     text = cli("--help").output
-    for name in ("synth", "shard", "extract", "store", "bench"):
+    for name in ("quickstart", "synth", "shard", "extract", "store", "bench"):
         assert name in text
 
 

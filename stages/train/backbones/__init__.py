@@ -18,7 +18,7 @@ BACKBONES: dict[str, Backbone] = {
     "af3": AudioFlamingo3Backbone(),
 }
 TINY_PREFIX = "tiny-"
-TINY_VERSION = "2"  # bump when a twin's config changes, so cached twins are rebuilt
+TINY_VERSION = "3"  # bump when a twin's config changes, so cached twins are rebuilt
 
 
 def tiny_cache() -> Path:

@@ -61,16 +61,17 @@ class Backbone:
     def load_processor(self, source: str | Path) -> ProcessorMixin:
         return AutoProcessor.from_pretrained(str(source))
 
-    def build_tiny(self, out_dir: Path, seed: int = 0) -> Path:
-        """Write a randomly initialised twin (same classes, small config) and its processor to `out_dir`."""
+    def build_tiny(self, out_dir: Path, seed: int = 0, **options: Any) -> Path:
+        """Write a randomly initialised twin (same classes, small config) and its processor to `out_dir`;
+        `options` are the family's own twin settings (e.g. qwen2-audio's `window_s`)."""
         torch.manual_seed(seed)
-        model, processor = self._tiny(seed)
+        model, processor = self._tiny(seed, **options)
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
         return out_dir
 
-    def _tiny(self, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+    def _tiny(self, seed: int, **options: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
         raise NotImplementedError
 
     # --- prompting ---------------------------------------------------------------------------------

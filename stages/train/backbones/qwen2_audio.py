@@ -22,14 +22,16 @@ class Qwen2AudioBackbone(Backbone):
     hub_id = "Qwen/Qwen2-Audio-7B-Instruct"
     model_class = Qwen2AudioForConditionalGeneration
 
-    def _tiny(self, seed: int) -> tuple[Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor]:
+    def _tiny(self, seed: int, window_s: int = 30) -> tuple[Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor]:
+        """128 mel bins and 30 s windows by default, as the real Whisper-large-v3 front end. A shorter
+        `window_s` shrinks the encoder's fixed input (it always reads a whole window) for short clips."""
         tokenizer = tiny_qwen2_tokenizer(SPECIAL)
-        # 128 mel bins and 30 s windows, as the real Whisper-large-v3 front end.
         processor = Qwen2AudioProcessor(
-            feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer
+            feature_extractor=WhisperFeatureExtractor(feature_size=128, chunk_length=window_s), tokenizer=tokenizer
         )
         config = Qwen2AudioConfig(
-            audio_config=Qwen2AudioEncoderConfig(**TINY_AUDIO),
+            # 100 mel frames per second, halved by the encoder's strided convolution
+            audio_config=Qwen2AudioEncoderConfig(**TINY_AUDIO, max_source_positions=50 * window_s),
             text_config=Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=4096, **TINY_TEXT),
             audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
         )

@@ -11,7 +11,7 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Qwen2TokenizerFast
 
-from stages.corpus.synth import NOTE_NAMES, PITCH_LEVELS
+from stages.corpus.synth import COUNT_WORDS, NOTE_NAMES, PITCH_LEVELS
 
 # The size of every twin: 4 text layers of width 64, a 2-layer audio encoder on the real 128-bin front end.
 TINY_TEXT: dict[str, Any] = {
@@ -49,6 +49,9 @@ _TEXT = [
     "Which note is played? Answer with the note name. " + " ".join(NOTE_NAMES),
     "Is there a burst of noise in the clip? yes no " + " ".join(PITCH_LEVELS),
     "Transcribe the speech in the audio. Transcribe the input speech. What is heard in the audio?",
+    # The synth answers open the assistant turn, right after a newline, where no space precedes them:
+    # one line each, so that BPE learns them as whole words in that position too (not "f al l ing").
+    "\n".join([*PITCH_LEVELS, "rising", "falling", "first", "second", "yes", "no", *COUNT_WORDS, *NOTE_NAMES]),
     "the quick brown fox jumps over the lazy dog 0 1 2 3 4 5 6 7 8 9 . , ? ! : ; ' \" ( ) - A B C",
 ]
 

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from stages.corpus.synth import PITCH_LEVELS, QUESTION_TYPES, make_clip, note_name
+from stages.corpus.synth import ANSWERS, PITCH_LEVELS, QUESTION_TYPES, make_clip, note_name
 from store_schema.corpus import iter_tar_samples, read_corpus, read_tar_keys
 from tests.conftest import cli
 
@@ -39,6 +39,7 @@ def test_answers_are_what_the_generator_made():
     for index in range(120):
         clip = make_clip(1, index)
         events = clip.events
+        assert clip.answer in ANSWERS[clip.task]  # the answer sets the quickstart's report checks against
         assert events and all(0 <= e.start < e.end <= clip.seconds + 1e-6 for e in events)
         if clip.task == "pitch_level":
             lo, hi = PITCH_LEVELS[clip.answer]
@@ -57,4 +58,4 @@ def test_answers_are_what_the_generator_made():
             rms = [np.sqrt(np.mean(clip.wave[:n] ** 2)), np.sqrt(np.mean(clip.wave[n:] ** 2))]
             assert (rms[0] > rms[1]) == (clip.answer == "first")
             assert all((e.end <= half) or (e.start >= half) for e in events)
-    assert {make_clip(1, i).task for i in range(6)} == set(QUESTION_TYPES)
+    assert {make_clip(1, i).task for i in range(6)} == set(QUESTION_TYPES) == set(ANSWERS)

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import torch
 
-from stages.train.config import ModelConfig
+from stages.train.config import ModelConfig, TrainConfig
 from stages.train.model import CoatModel
 
 
@@ -22,3 +24,11 @@ def test_100_steps_on_tiny_qwen2_audio_lower_every_loss(specs, samples):
     for name, values in history.items():
         first, last = sum(values[:8]) / 8, sum(values[-8:]) / 8
         assert last < 0.8 * first, (name, first, last)
+
+
+def test_a_baseline_has_no_align_stage():
+    # `align` trains the distillation alone; a --no-think run has none, so its steps would train nothing
+    coat = TrainConfig(corpus=Path("c"), out=Path("o"), steps=100)
+    base = TrainConfig(corpus=Path("c"), out=Path("o"), steps=100, model={"no_think": True})
+    assert (coat.align_steps, base.align_steps) == (30, 0)
+    assert TrainConfig(corpus=Path("c"), out=Path("o"), steps=100, schedule="joint").align_steps == 0

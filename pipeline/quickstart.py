@@ -1,0 +1,309 @@
+"""`coat-pipe quickstart`: the whole method on one machine — data, experts, CoAT against its baseline, report.
+
+    DIR/quickstart.yaml         the settings (a re-run with other settings is refused)
+    DIR/data/{train,heldout}    synth corpora with the mel and pitch targets in their stores
+    DIR/model                   the tiny Qwen2-Audio twin every run starts from
+    DIR/runs/{coat,base}-seedN  `coat-pipe train` runs (2 DeepSpeed CPU ranks), each with eval/
+    DIR/probes/seedN            probes of both runs of a seed on the held-out clips
+    DIR/logs/                   the training launches' output
+    DIR/report.md, DIR/report/  generated from the files above, every time the command runs
+
+Every phase skips what is already done, so running the same command again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.config import config_dict
+from pipeline.errors import UserError
+from pipeline.progress import console
+
+LAUNCH = Path(__file__).resolve().parents[1] / "launch"
+VARIANTS = ("coat", "base")  # base: `--no-think`, the same LoRA, data, steps and seed
+
+
+class QuickstartConfig(BaseModel):
+    """The experiment's settings; why these values is in docs/EXPERIMENTS.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: int = Field(default=3, ge=1)  # each seed: model init of LoRA/heads/block and data order
+    train_clips: int = Field(default=600, ge=12)
+    heldout_clips: int = Field(default=240, ge=12)
+    experts: list[str] = ["mel", "pitch"]
+    window_s: int = 10  # the twin's audio window: synth clips are at most 8 s
+    steps: int = Field(default=400, ge=1)
+    batch_size: int = 2  # clips per rank per step
+    ranks: int = 2  # DeepSpeed CPU ranks
+    lr: float = 3e-3
+    schedule: Literal["joint", "two-stage"] = "joint"
+    think_tokens: int = 32
+    think_layer: int | None = None  # default: 2/3 of the depth
+    distill_weight: float = 1.0
+    lora_rank: int = 16
+    probe_clips: int = 240
+
+    def run_names(self) -> list[str]:
+        return [f"{variant}-seed{seed}" for seed in range(self.seeds) for variant in VARIANTS]
+
+
+class Quickstart:
+    """The phases in order; each one looks at its outputs first and does only what is missing."""
+
+    def __init__(self, out: Path, cfg: QuickstartConfig) -> None:
+        self.out, self.cfg = out, cfg
+        self.train_corpus, self.heldout = out / "data" / "train", out / "data" / "heldout"
+        self.model_dir, self.logs, self.runs = out / "model", out / "logs", out / "runs"
+
+    def check_settings(self) -> None:
+        """Write the settings, or refuse when DIR holds a quickstart made with other ones."""
+        path = self.out / "quickstart.yaml"
+        wanted = config_dict(self.cfg)
+        if path.is_file():
+            held = yaml.safe_load(path.read_text())
+            if held != wanted:
+                changed = ", ".join(f"{k}: {held.get(k)} → {v}" for k, v in wanted.items() if held.get(k) != v)
+                raise UserError(f"{self.out} holds a quickstart with other settings ({changed}); choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(wanted, sort_keys=False))
+
+    def phases(self) -> list[tuple[str, Callable[[], None]]]:
+        return [
+            ("synth the train and held-out corpora", self.synth),
+            (f"extract {','.join(self.cfg.experts)} into both stores", self.extract),
+            ("build the tiny Qwen2-Audio twin", self.build_model),
+            (f"train CoAT and --no-think, {self.cfg.seeds} seed(s), {self.cfg.ranks} DeepSpeed ranks", self.train),
+            ("evaluate every run on the held-out split", self.evaluate),
+            ("probe the hidden states of each seed's two runs", self.probe),
+            ("read out the thinking block on one held-out clip", self.readout),
+        ]
+
+    # --- data --------------------------------------------------------------------------------------
+    def synth(self) -> None:
+        from stages.corpus.synth import synth_recipe, write_synth_corpus
+        from store_schema.corpus import read_corpus
+
+        for folder, clips, seed, name in (
+            (self.train_corpus, self.cfg.train_clips, 0, "train"),
+            (self.heldout, self.cfg.heldout_clips, 1, "heldout"),  # another seed: clips never seen in training
+        ):
+            shard_size = -(-clips // 3)
+            if (folder / "corpus.json").is_file():
+                if read_corpus(folder).created_by == synth_recipe(clips, seed, shard_size, name):
+                    console.print(f"  {folder}: already made")
+                    continue
+                raise UserError(f"{folder} holds another corpus; remove it or choose another --out")
+            write_synth_corpus(folder, clips, seed, shard_size, name)
+
+    def extract(self) -> None:
+        from stages.extract.config import ExtractConfig
+        from stages.extract.runner import run_extract
+
+        for corpus in (self.train_corpus, self.heldout):
+            run_extract(ExtractConfig(corpus=corpus, experts=self.cfg.experts, num_workers=1))
+
+    def build_model(self) -> None:
+        from stages.train.backbones import BACKBONES
+
+        if (self.model_dir / "config.json").is_file():
+            console.print(f"  {self.model_dir}: already built")
+            return
+        partial = self.model_dir.with_name(f".{self.model_dir.name}.partial")  # renamed once complete
+        shutil.rmtree(partial, ignore_errors=True)
+        BACKBONES["qwen2-audio"].build_tiny(partial, seed=0, window_s=self.cfg.window_s)
+        partial.rename(self.model_dir)
+
+    # --- training ----------------------------------------------------------------------------------
+    def train_settings(self) -> Path:
+        """The TrainConfig settings every run shares (corpus, out, seed and --no-think come as flags)."""
+        cfg = self.cfg
+        settings = {
+            "experts": cfg.experts,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "schedule": cfg.schedule,
+            "num_workers": 1,
+            "log_every": 1,
+            "save_every": 50,
+            "model": {
+                "backbone": "tiny-qwen2-audio",
+                "model_path": str(self.model_dir.resolve()),
+                "think_tokens": cfg.think_tokens,
+                "think_layer": cfg.think_layer,
+                "distill_weight": cfg.distill_weight,
+                "lora_rank": cfg.lora_rank,
+            },
+        }
+        path = self.out / "train.yaml"
+        path.write_text(yaml.safe_dump(settings, sort_keys=False))
+        return path
+
+    def train(self) -> None:
+        settings = self.train_settings()
+        for name in self.cfg.run_names():
+            run = self.runs / name
+            if (run / "final" / "config.yaml").is_file():
+                console.print(f"  {run}: already trained")
+                continue
+            variant, seed = name.split("-seed")
+            flags = ["--config", str(settings), "--corpus", str(self.train_corpus), "--out", str(run), "--seed", seed]
+            flags += ["--no-think"] if variant == "base" else []
+            launch_training(name, flags, run, self.logs / f"{name}.log", self.cfg)
+
+    # --- evaluation --------------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        from stages.evaluate.run_eval import run_eval
+
+        for name in self.cfg.run_names():
+            run = self.runs / name
+            if (run / "eval" / "metrics.json").is_file():
+                console.print(f"  {run}/eval: already scored")
+                continue
+            metrics, _ = run_eval(run, "synth", self.heldout, run / "eval", batch_size=16, max_new_tokens=8)
+            console.print(f"  {name}: held-out accuracy {100 * metrics['accuracy']:.1f} %")
+
+    def probe(self) -> None:
+        from stages.evaluate.probe import run_probes
+
+        for seed in range(self.cfg.seeds):
+            out = self.out / "probes" / f"seed{seed}"
+            if (out / "probes.json").is_file():
+                console.print(f"  {out}: already probed")
+                continue
+            runs = [self.runs / f"{variant}-seed{seed}" for variant in VARIANTS]
+            run_probes(runs, self.heldout, self.cfg.experts, out, limit=self.cfg.probe_clips)
+
+    def readout(self) -> None:
+        from pipeline.quickstart_report import readout_example
+
+        readout_example(self)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_training(name: str, flags: list[str], run: Path, log_path: Path, cfg: QuickstartConfig) -> None:
+    """`bash launch/train.sh FLAGS` (DeepSpeed's launcher, `cfg.ranks` CPU ranks), with a bar over its steps.
+
+    The launch runs in its own session, so a Ctrl-C (or SIGTERM) reaches only this process, which then
+    sends SIGTERM to every rank: they checkpoint at the next step and the next quickstart resumes there."""
+    from pipeline.progress import training_progress
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    bin_dir = str(Path(sys.executable).parent)  # `deepspeed` and `coat-pipe` of this environment
+    threads = max(1, (os.cpu_count() or 1) // cfg.ranks)
+    env = os.environ | {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "COAT_CPU_RANKS": str(cfg.ranks),
+        "MASTER_PORT": str(free_port()),
+        "OMP_NUM_THREADS": str(threads),
+    }
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):  # left by an in-process run, if any
+        env.pop(key, None)
+    metrics = run / "metrics.jsonl"
+    with open(log_path, "ab") as log, training_progress(disable=not console.is_terminal) as bar:
+        task = bar.add_task("train", total=cfg.steps, parts=name)
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            ["bash", str(LAUNCH / "train.sh"), *flags],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        shown = 0  # in a log file (no live bar): one line per tenth of the steps
+        try:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                step, loss = last_logged(metrics)
+                bar.update(task, completed=step, parts=f"{name}  lm {loss:.3f}" if step else name)
+                if not console.is_terminal and step >= shown + max(1, cfg.steps // 10):
+                    console.print(f"  {name}: step {step}/{cfg.steps}, lm loss {loss:.3f}")
+                    shown = step
+        except KeyboardInterrupt:
+            stop_session(proc)
+            raise UserError(f"interrupted while training {name}; run the same command again to resume") from None
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise UserError(f"training {name} failed (exit {proc.returncode}); its log is {log_path}:\n{tail}")
+    last_rows = max(1, cfg.steps // 10)
+    step, loss = last_logged(metrics, last_rows)
+    console.print(
+        f"  {name}: {step} steps in {time.perf_counter() - started:.0f} s, lm loss {loss:.3f} (last {last_rows} steps)"
+    )
+
+
+def last_logged(metrics: Path, rows: int = 1) -> tuple[int, float]:
+    """(last step, mean LM loss of the last `rows` steps) from a run's metrics.jsonl; (0, nan) before any."""
+    lines = [line for line in metrics.read_text().splitlines() if line.endswith("}")] if metrics.is_file() else []
+    if not lines:
+        return 0, float("nan")
+    last = [json.loads(line) for line in lines[-rows:]]
+    return int(last[-1]["step"]), sum(float(r["lm"]) for r in last) / len(last)
+
+
+def stop_session(proc: subprocess.Popen) -> None:
+    """SIGTERM to the launcher and its ranks (they checkpoint, then exit); wait for all of them."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    console.print("stopping: the ranks checkpoint at their next step …")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # is any process of the session left?
+        except ProcessLookupError:
+            return
+        proc.poll()
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_quickstart(out: Path, cfg: QuickstartConfig) -> Path:
+    """Every phase, then the report; returns the report's path."""
+    from transformers.utils import logging as hf_logging
+
+    from pipeline.quickstart_report import print_summary, write_report
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars for every tiny model would drown the phases
+    # SIGTERM (`kill`, a scheduler) stops the quickstart as Ctrl-C does: training checkpoints first.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    started = time.perf_counter()
+    quickstart = Quickstart(out, cfg)
+    quickstart.check_settings()
+    phases = quickstart.phases()
+    # Seconds per phase, summed over every invocation that built DIR (a resumed run adds what it did).
+    timings_path = out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    for number, (title, phase) in enumerate(phases, 1):
+        console.rule(f"[bold]{number}/{len(phases)}[/] {title}", align="left")
+        t0 = time.perf_counter()
+        try:
+            phase()
+        except KeyboardInterrupt:  # outside a training launch, whose own handler stops its ranks first
+            raise UserError(f"interrupted during “{title}”; run the same command again to resume") from None
+        timings[title] = timings.get(title, 0.0) + time.perf_counter() - t0
+        timings_path.write_text(json.dumps(timings, indent=1))
+    report = write_report(quickstart, timings, time.perf_counter() - started)
+    print_summary(quickstart)
+    console.print(f"report: {report}  ({time.perf_counter() - started:.0f} s this time)")
+    return report

@@ -31,7 +31,12 @@ def test_pitch_at_the_thinking_positions_beats_the_baseline(trained, tmp_path):
     )
     scores = json.loads((tmp_path / "probes.json").read_text())
     layer = load_run(coat).think_layer  # the layer the heads read: no choice made on the held-out clips
-    coat_score, base_score = scores[str(coat)]["pitch/clip@think"][layer], scores[str(base)]["pitch/clip@think"][layer]
+    # The slot contour is what the heads are trained to predict, and gives 8 rows per clip; the clip mean
+    # rests on the ~40 voiced held-out clips alone and swings with the twin's random init.
+    coat_score, base_score = (
+        scores[str(coat)]["pitch/slots@think"][layer],
+        scores[str(base)]["pitch/slots@think"][layer],
+    )
     assert coat_score > base_score + 0.05, (coat_score, base_score)
     assert set(scores[str(coat)]) == {
         "pitch/slots@think",

@@ -282,7 +282,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig) -> Path:
     """Every phase, then the report; returns the report's path."""
     from transformers.utils import logging as hf_logging
 
-    from pipeline.quickstart_report import print_summary, write_report
+    from pipeline.quickstart_report import print_summary, read_results, write_report
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars for every tiny model would drown the phases
     # SIGTERM (`kill`, a scheduler) stops the quickstart as Ctrl-C does: training checkpoints first.
@@ -303,7 +303,8 @@ def run_quickstart(out: Path, cfg: QuickstartConfig) -> Path:
             raise UserError(f"interrupted during “{title}”; run the same command again to resume") from None
         timings[title] = timings.get(title, 0.0) + time.perf_counter() - t0
         timings_path.write_text(json.dumps(timings, indent=1))
-    report = write_report(quickstart, timings, time.perf_counter() - started)
-    print_summary(quickstart)
+    results = read_results(quickstart)
+    report = write_report(quickstart, results, timings, time.perf_counter() - started)
+    print_summary(results)
     console.print(f"report: {report}  ({time.perf_counter() - started:.0f} s this time)")
     return report

@@ -10,15 +10,14 @@ import json
 import os
 import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pipeline.progress import console, print_table
-
-if TYPE_CHECKING:
-    from pipeline.quickstart import Quickstart
+from pipeline.quickstart import VARIANTS, Quickstart
 
 ALL = "all questions"
 READOUT_TASK = "pitch_direction"  # a question whose answer is in the pitch contour the block should hold
@@ -31,100 +30,87 @@ def mean_sd(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{scale * statistics.mean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
 
 
-def accuracies(q: Quickstart, variant: str) -> list[dict[str, float]]:
-    """Per seed: question type (and ALL) -> held-out accuracy, read from the run's eval/metrics.json."""
-    per_seed = []
-    for seed in range(q.cfg.seeds):
-        metrics = json.loads((q.runs / f"{variant}-seed{seed}" / "eval" / "metrics.json").read_text())
-        row = {task: float(m["accuracy"]) for task, m in metrics["breakdowns"]["task"].items()}
-        per_seed.append(row | {ALL: float(metrics["accuracy"])})
-    return per_seed
+@dataclass
+class Results:
+    """What the tables and the accuracy chart show, read once from the runs' files."""
+
+    seeds: int
+    accuracy: dict[str, list[dict[str, float]]]  # variant -> per seed: question type (and ALL) -> accuracy
+    chance: dict[str, float]  # question type (and ALL) -> the majority answer's share
+    fit: dict[str, list[tuple[float, float]]]  # variant -> per seed: (answers that fit, accuracy among those)
+    probes: dict[str, dict[str, list[float]]]  # variant -> expert/target@position -> per seed, best layer
+
+    @property
+    def tasks(self) -> list[str]:
+        return [*sorted(t for t in self.accuracy["coat"][0] if t != ALL), ALL]
 
 
-def chance_levels(q: Quickstart) -> dict[str, float]:
-    """Per question type, the accuracy of always giving that type's most common held-out answer."""
+def read_results(q: Quickstart) -> Results:
+    """Each run's eval/metrics.json and predictions.jsonl, each seed's probes.json, the held-out answers."""
+    from stages.evaluate.benchmarks import load_synth
+
+    items = load_synth(q.heldout)
+    task_of = {item.id: item.groups["task"] for item in items}
     answers: dict[str, Counter] = defaultdict(Counter)
-    tasks = task_of_clip(q)
-    for line in (q.runs / "coat-seed0" / "eval" / "predictions.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        answers[tasks[row["id"]]][row["reference"]] += 1
-    levels = {task: max(c.values()) / sum(c.values()) for task, c in answers.items()}
-    levels[ALL] = sum(max(c.values()) for c in answers.values()) / sum(sum(c.values()) for c in answers.values())
-    return levels
+    for item in items:
+        answers[item.groups["task"]][item.reference] += 1
+    chance = {task: max(c.values()) / sum(c.values()) for task, c in answers.items()}
+    chance[ALL] = sum(max(c.values()) for c in answers.values()) / len(items)
+
+    accuracy: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    fit: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    probes: dict[str, dict[str, list[float]]] = {v: defaultdict(list) for v in VARIANTS}
+    for seed in range(q.cfg.seeds):
+        for variant in VARIANTS:
+            eval_dir = q.runs / f"{variant}-seed{seed}" / "eval"
+            metrics = json.loads((eval_dir / "metrics.json").read_text())
+            row = {task: float(m["accuracy"]) for task, m in metrics["breakdowns"]["task"].items()}
+            accuracy[variant].append(row | {ALL: float(metrics["accuracy"])})
+            predictions = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text().splitlines()]
+            fit[variant].append(answer_fit(predictions, task_of))
+        for run, table in json.loads((q.out / "probes" / f"seed{seed}" / "probes.json").read_text()).items():
+            for key, values in table.items():
+                probes[Path(run).name.split("-seed")[0]][key].append(float(np.nanmax(np.array(values, dtype=float))))
+    return Results(q.cfg.seeds, accuracy, chance, fit, probes)
 
 
-def task_of_clip(q: Quickstart) -> dict[str, str]:
-    """Held-out clip key -> its question type, from the tars' json."""
-    from store_schema.corpus import iter_tar_samples, read_corpus
+def answer_fit(predictions: list[dict[str, Any]], task_of: dict[str, str]) -> tuple[float, float]:
+    """The share of answers that are one of their question type's possible answers (synth.ANSWERS), and
+    the accuracy among those. A model can fail by not having learnt which answers go with which question
+    (a language failure) or by choosing the wrong one of them (a hearing failure)."""
+    from stages.corpus.synth import ANSWERS
+    from stages.evaluate.scoring import normalise_label
 
-    corpus = read_corpus(q.heldout)
-    tasks = {}
-    for shard in corpus.shards:
-        for raw in iter_tar_samples(corpus.tar_path(shard)):
-            tasks[raw["__key__"]] = json.loads(raw["json"])["task"]
-    return tasks
+    possible = {task: {normalise_label(a) for a in answers} for task, answers in ANSWERS.items()}
+    in_set = [p for p in predictions if normalise_label(p["prediction"] or "") in possible[task_of[p["id"]]]]
+    accuracy = sum(p["correct"] for p in in_set) / len(in_set) if in_set else 0.0
+    return len(in_set) / len(predictions), accuracy
 
 
-def accuracy_rows(q: Quickstart) -> list[tuple[str, str, str, str, str]]:
+def accuracy_rows(r: Results) -> list[tuple[str, str, str, str, str]]:
     """(question type, chance, CoAT, baseline, Δ) in percent."""
-    coat, base, chance = accuracies(q, "coat"), accuracies(q, "base"), chance_levels(q)
     rows = []
-    for task in [*sorted(t for t in coat[0] if t != ALL), ALL]:
-        delta = [c[task] - b[task] for c, b in zip(coat, base, strict=True)]
+    for task in r.tasks:
+        coat, base = [a[task] for a in r.accuracy["coat"]], [a[task] for a in r.accuracy["base"]]
+        delta = [c - b for c, b in zip(coat, base, strict=True)]
+        sign = "+" if statistics.mean(delta) >= 0 else ""
         rows.append(
-            (
-                task,
-                f"{100 * chance[task]:.1f}",
-                mean_sd([c[task] for c in coat], 100),
-                mean_sd([b[task] for b in base], 100),
-                ("+" if statistics.mean(delta) >= 0 else "") + mean_sd(delta, 100),
-            )
+            (task, f"{100 * r.chance[task]:.1f}", mean_sd(coat, 100), mean_sd(base, 100), sign + mean_sd(delta, 100))
         )
     return rows
 
 
-def answer_fit(q: Quickstart, variant: str) -> tuple[list[float], list[float]]:
-    """Per seed: the share of held-out answers that are one of their question type's possible answers
-    (synth.ANSWERS), and the accuracy among those. A model can fail by not having learnt which answers
-    go with which question (a language failure) or by choosing the wrong one of them (a hearing failure)."""
-    from stages.corpus.synth import ANSWERS
-    from stages.evaluate.scoring import normalise_label
-
-    tasks, fit, accuracy_in_set = task_of_clip(q), [], []
-    for seed in range(q.cfg.seeds):
-        path = q.runs / f"{variant}-seed{seed}" / "eval" / "predictions.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        in_set = [
-            r
-            for r in rows
-            if normalise_label(r["prediction"] or "") in {normalise_label(a) for a in ANSWERS[tasks[r["id"]]]}
-        ]
-        fit.append(len(in_set) / len(rows))
-        accuracy_in_set.append(sum(r["correct"] for r in in_set) / len(in_set) if in_set else 0.0)
-    return fit, accuracy_in_set
-
-
-def answer_fit_rows(q: Quickstart) -> list[tuple[str, str, str]]:
+def answer_fit_rows(r: Results) -> list[tuple[str, str, str]]:
     """(measure, CoAT, baseline) in percent."""
-    (coat_fit, coat_acc), (base_fit, base_acc) = answer_fit(q, "coat"), answer_fit(q, "base")
     return [
-        ("answers that fit the question", mean_sd(coat_fit, 100), mean_sd(base_fit, 100)),
-        ("accuracy among those", mean_sd(coat_acc, 100), mean_sd(base_acc, 100)),
+        (label, *(mean_sd([f[i] for f in r.fit[variant]], 100) for variant in VARIANTS))
+        for i, label in enumerate(("answers that fit the question", "accuracy among those"))
     ]
 
 
-def probe_rows(q: Quickstart) -> list[tuple[str, str, str]]:
+def probe_rows(r: Results) -> list[tuple[str, str, str]]:
     """(expert/target@position, CoAT, baseline): each run's best layer, mean ± sd over seeds."""
-    best: dict[tuple[str, str], list[float]] = defaultdict(list)
-    keys: list[str] = []
-    for seed in range(q.cfg.seeds):
-        scores = json.loads((q.out / "probes" / f"seed{seed}" / "probes.json").read_text())
-        for run, table in scores.items():
-            variant = Path(run).name.split("-seed")[0]
-            for key, values in table.items():
-                keys += [key] if key not in keys else []
-                best[(variant, key)].append(float(np.nanmax(np.array(values, dtype=float))))
-    return [(key, mean_sd(best[("coat", key)], digits=3), mean_sd(best[("base", key)], digits=3)) for key in keys]
+    return [(key, *(mean_sd(r.probes[v][key], digits=3) for v in VARIANTS)) for key in r.probes["coat"]]
 
 
 def loss_curves(q: Quickstart) -> dict[str, list[dict[str, Any]]]:
@@ -175,14 +161,13 @@ def loss_png(q: Quickstart, path: Path) -> Path:
     return path
 
 
-def accuracy_png(q: Quickstart, path: Path) -> Path:
+def accuracy_png(r: Results, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    coat, base, chance = accuracies(q, "coat"), accuracies(q, "base"), chance_levels(q)
-    tasks = [*sorted(t for t in coat[0] if t != ALL), ALL]
+    coat, base, chance, tasks = r.accuracy["coat"], r.accuracy["base"], r.chance, r.tasks
     x = np.arange(len(tasks))
     fig, ax = plt.subplots(figsize=(8.5, 3.6))
     for offset, (label, runs) in zip((-0.2, 0.2), (("CoAT", coat), ("baseline (--no-think)", base)), strict=True):
@@ -193,7 +178,7 @@ def accuracy_png(q: Quickstart, path: Path) -> Path:
     ax.set_xticks(x, tasks, rotation=20, ha="right")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"mean ± sd over {q.cfg.seeds} seed(s)" if q.cfg.seeds > 1 else "one seed")
+    ax.set_title(f"mean ± sd over {r.seeds} seed(s)" if r.seeds > 1 else "one seed")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -236,7 +221,7 @@ FIT_HEADER = ["held-out answers (%)", "CoAT", "baseline"]
 PROBE_HEADER = ["expert / target @ position", "CoAT", "baseline"]
 
 
-def write_report(q: Quickstart, timings: dict[str, float], wall_s: float) -> Path:
+def write_report(q: Quickstart, r: Results, timings: dict[str, float], wall_s: float) -> Path:
     """DIR/report.md and its pictures under DIR/report/, from the files the phases wrote."""
     import platform
 
@@ -245,10 +230,9 @@ def write_report(q: Quickstart, timings: dict[str, float], wall_s: float) -> Pat
     figures = q.out / "report"
     figures.mkdir(parents=True, exist_ok=True)
     loss_png(q, figures / "losses.png")
-    accuracy_png(q, figures / "accuracy.png")
+    accuracy_png(r, figures / "accuracy.png")
     readout = json.loads((figures / "readout.json").read_text())
     cfg, seeds = q.cfg, q.cfg.seeds
-    per_run = {name: json.loads((q.runs / name / "eval" / "metrics.json").read_text()) for name in cfg.run_names()}
     sections = [
         "# coat-pipe quickstart report",
         f"Generated by `coat-pipe quickstart --out {q.out}` with the settings at the end, from the files under "
@@ -260,14 +244,18 @@ def write_report(q: Quickstart, timings: dict[str, float], wall_s: float) -> Pat
         f"{cfg.heldout_clips} held-out clips (synth seed 1), never seen in training. "
         f"Mean ± sd over {seeds} seed(s); Δ is CoAT minus the baseline of the same seed. "
         "Chance is always giving the question type's most common answer.",
-        _markdown_table(ACCURACY_HEADER, accuracy_rows(q)),
+        _markdown_table(ACCURACY_HEADER, accuracy_rows(r)),
         "![held-out accuracy](report/accuracy.png)",
         "Per run: "
-        + ", ".join(f"`{name}` {100 * m['accuracy']:.1f} %" for name, m in per_run.items())
+        + ", ".join(
+            f"`{variant}-seed{seed}` {100 * r.accuracy[variant][seed][ALL]:.1f} %"
+            for seed in range(seeds)
+            for variant in VARIANTS
+        )
         + " (each run's `eval/metrics.json`).",
         "Does the answer fit the question (one of its type's possible answers), and how often is a fitting "
         "answer right? The first is learning the task's language, the second hearing the clip.",
-        _markdown_table(FIT_HEADER, answer_fit_rows(q)),
+        _markdown_table(FIT_HEADER, answer_fit_rows(r)),
         "## Training",
         f"Both variants: the tiny Qwen2-Audio twin (`{q.model_dir}`, {cfg.window_s} s audio window), LoRA rank "
         f"{cfg.lora_rank} on every linear layer of the language model, {cfg.steps} steps of {cfg.ranks} DeepSpeed "
@@ -281,7 +269,7 @@ def write_report(q: Quickstart, timings: dict[str, float], wall_s: float) -> Pat
         "the average of the cents, on voiced frames, and the voicing). `@think`: the K thinking positions (the "
         "baseline is read with the untrained block appended); `@answer`: the last prompt position, where the "
         "answer starts. `slots`: the target pooled to K time slots; `clip`: its mean over the clip.",
-        _markdown_table(PROBE_HEADER, probe_rows(q)),
+        _markdown_table(PROBE_HEADER, probe_rows(r)),
         "![probe score by layer, seed 0](probes/seed0/probe_layers.png)",
         "## Reading out the thinking block",
         f"`coat-pipe generate --run {q.runs / 'coat-seed0'} --readout` on held-out clip `{readout['clip']}`: "
@@ -299,8 +287,8 @@ def write_report(q: Quickstart, timings: dict[str, float], wall_s: float) -> Pat
     return report
 
 
-def print_summary(q: Quickstart) -> None:
+def print_summary(r: Results) -> None:
     """The side-by-side tables on stdout."""
-    print_table(f"held-out accuracy, mean ± sd over {q.cfg.seeds} seed(s)", ACCURACY_HEADER, accuracy_rows(q))
-    print_table("do the answers fit the question?", FIT_HEADER, answer_fit_rows(q))
-    print_table("probes: best layer, mean ± sd over seeds", PROBE_HEADER, probe_rows(q))
+    print_table(f"held-out accuracy, mean ± sd over {r.seeds} seed(s)", ACCURACY_HEADER, accuracy_rows(r))
+    print_table("do the answers fit the question?", FIT_HEADER, answer_fit_rows(r))
+    print_table("probes: best layer, mean ± sd over seeds", PROBE_HEADER, probe_rows(r))

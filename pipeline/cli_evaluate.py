@@ -110,11 +110,18 @@ def eval_score(
     predictions: Annotated[Path, typer.Option(help="predictions.jsonl: rows with the benchmark's id and prediction.")],
     audio_root: Annotated[Path | None, typer.Option(help="Folder the manifest's audio paths start from.")] = None,
     labels: Annotated[str | None, typer.Option(help="classification: the label list, comma-separated.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write (default: beside predictions).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="A new or empty folder (default: NAME-scored/ beside it).")
+    ] = None,
 ) -> None:
-    """Re-score saved predictions without loading a model (ids missing from the file count as unanswered)."""
+    """Re-score saved predictions without loading a model (ids missing from the file count as unanswered).
+
+    Writes predictions.jsonl (with each row's verdict), metrics.json and metrics.md into --out, which must
+    be new or empty: a finished evaluation beside the predictions is never overwritten.
+    """
     from stages.evaluate.benchmarks import load_benchmark
     from stages.evaluate.run_eval import read_predictions, write_outputs
+    from store_schema.corpus import refuse_non_empty
 
     if not predictions.is_file():
         raise UserError(f"{predictions}: no such predictions file")
@@ -124,7 +131,8 @@ def eval_score(
     unknown = sorted(set(rows) - {i.id for i in items})
     if unknown:
         raise UserError(f"{predictions}: {len(unknown)} id(s) not in {manifest}, e.g. {unknown[0]!r}")
-    target = out_dir or predictions.parent  # predictions.jsonl there is rewritten with each row's verdict
+    target = out_dir or predictions.parent / f"{predictions.stem}-scored"
+    refuse_non_empty(target)
     metrics = write_outputs(target, benchmark, items, rows, title=f"{benchmark}: {predictions}")
     _print_metrics(metrics, [], target)
 

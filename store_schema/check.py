@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from store_schema.corpus import CorpusInfo, read_tar_keys
-from store_schema.layout import SCHEMA_VERSION, ExpertSpec, shard_store_path, stats_path
+from pipeline.errors import UserError
+from store_schema.corpus import CorpusInfo, iter_tar_samples, read_tar_keys, sample_meta
+from store_schema.layout import (
+    CLIP,
+    FRAMES,
+    OFFSETS,
+    SCHEMA_VERSION,
+    STATUS,
+    ExpertSpec,
+    Status,
+    shard_store_path,
+    stats_path,
+)
 from store_schema.reader import ExpertGroup, ShardStore
 from store_schema.stats import RunningStats, stats_mask, stats_payload, write_stats_file
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,29 +48,111 @@ def _extract_cmd(corpus: CorpusInfo, expert: str, extra: str = "", reference: Ex
 
 
 def read_stats(corpus_root: Path, expert: str) -> dict[str, Any] | None:
+    """`stats/<expert>.json`, None when absent; ValueError when it is not a stats file with finite values."""
     path = stats_path(corpus_root, expert)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        stats = json.loads(path.read_text())
+        values = [
+            np.asarray(stats[part][field], dtype=float) for part in ("frames", "clip") for field in ("mean", "std")
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable stats file ({type(e).__name__}: {e})") from None
+    if not all(np.isfinite(v).all() for v in values):
+        raise ValueError(f"{path}: holds NaN or Inf")
+    if any((v <= 0).any() for v in values[1::2]):
+        raise ValueError(f"{path}: holds a standard deviation that is not positive")
+    return stats
 
 
 def _group_problems(group: ExpertGroup, num_samples: int) -> list[str]:
-    """Internal consistency of one group: what a crash or a hand edit could break."""
+    """Internal consistency of one group from its small arrays and attributes: what a crash or an edit breaks."""
     found = []
+    attrs = group.attrs
+    try:
+        recomputed = ExpertSpec.from_attrs(attrs).fingerprint
+    except (TypeError, ValueError) as e:
+        return [f"has attributes that do not describe an expert ({e})"]
+    if recomputed != group.fingerprint:
+        found.append(f"has fingerprint {group.fingerprint} but its stored options give {recomputed} (edited?)")
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        found.append(f"was written with schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
     offsets, status = group.offsets, group.status
     if len(offsets) != num_samples + 1 or len(status) != num_samples:
         found.append(f"has {len(status)} statuses and {len(offsets)} offsets for {num_samples} keys")
-    elif offsets[-1] != group.frames.shape[0] or (np.diff(offsets) < 0).any():
+    elif offsets[0] != 0 or offsets[-1] != group.frames.shape[0] or (np.diff(offsets) < 0).any():
         found.append(f"offsets end at {offsets[-1]} but frames has {group.frames.shape[0]} rows")
     elif ((status == 0) & (np.diff(offsets) == 0)).any():
         found.append("has ok samples with no frames")
-    if group.attrs.get("schema_version") != SCHEMA_VERSION:
-        found.append(f"was written with schema version {group.attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
+    elif not np.isin(status, [s.value for s in Status]).all():
+        found.append("has status codes that mean nothing")
+    for name, count in (attrs.get("chunks_written") or {}).items():
+        present = group.array(name).nchunks_initialized
+        if present != count:
+            found.append(f"{name} has {present} of its {count} chunk files")
     return found
 
 
+def _group_values_problems(group: ExpertGroup, rows_per_read: int = 65536) -> list[str]:
+    """What only reading every value shows: unreadable chunks, NaN/Inf, values changed since the write."""
+    found = []
+    digests = group.attrs.get("content_sha256") or {}
+    try:
+        for name in (FRAMES, CLIP, OFFSETS, STATUS):
+            array = group.array(name)
+            digest = hashlib.sha256()
+            for start in range(0, max(array.shape[0], 1), rows_per_read):
+                block = array[start : start + rows_per_read]
+                digest.update(np.ascontiguousarray(block).tobytes())
+                if name in (FRAMES, CLIP) and not np.isfinite(block.astype(np.float32)).all():
+                    found.append(f"{name} holds NaN or Inf")
+                    break
+            if name in digests and digest.hexdigest() != digests[name]:
+                found.append(f"{name} differs from what was written (a chunk changed, truncated or missing)")
+    except Exception as e:  # noqa: BLE001 - a damaged chunk raises whatever its codec raises
+        found.append(f"has a chunk that cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    return found
+
+
+def _tar_samples_problems(tar: Path, keys: list[str], limit: int = 5) -> list[str]:
+    """Every sample of the tar as training reads it: a usable conversation in its json, keys as indexed."""
+    found, seen = [], []
+    try:
+        for sample in iter_tar_samples(tar):
+            seen.append(sample["__key__"])
+            if len(found) < limit:
+                try:
+                    sample_meta(sample, f"sample {sample['__key__']!r}")
+                except ValueError as e:
+                    found.append(str(e))
+    except Exception as e:  # noqa: BLE001 - webdataset raises ValueError, tarfile its own errors
+        return [f"the tar cannot be read to the end ({type(e).__name__}: {e})"]
+    if seen != keys:
+        found.append(f"webdataset reads {len(seen)} samples where the headers index {len(keys)} (keys differ)")
+    return found
+
+
+def _open(what: Callable[[], T]) -> tuple[T | None, str | None]:
+    """Open a piece of the store; a damaged one (garbage metadata, a deleted array) gives a reason, not a crash."""
+    try:
+        return what(), None
+    except Exception as e:  # noqa: BLE001 - zarr raises many kinds on damaged metadata
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
 def check_store(
-    corpus: CorpusInfo, experts: list[str] | None = None, expected: dict[str, str] | None = None
+    corpus: CorpusInfo,
+    experts: list[str] | None = None,
+    expected: dict[str, str] | None = None,
+    full: bool = False,
 ) -> list[Problem]:
     """Every reason the store cannot be trusted for training: one Problem per finding.
+
+    Structural (the default, fast): the tar headers to their end, sample counts against corpus.json, the
+    stores' keys, every group's small arrays and attributes (fingerprint recomputed from its options,
+    chunk files present), the stats files' values. `full` also reads every target value (NaN/Inf, content
+    hashes, unreadable chunks), recomputes the stats, and reads every tar sample's json as training does.
 
     `experts` defaults to every expert found in any shard or stats file. A group's fingerprint must
     equal `expected[expert]` when given, else the most common one among the shards.
@@ -63,10 +161,31 @@ def check_store(
     stores: dict[str, ShardStore] = {}
     for shard in corpus.shards:
         tar, path = corpus.tar_path(shard), shard_store_path(corpus.tar_path(shard))
+        try:
+            tar_keys = read_tar_keys(tar)
+        except UserError as e:
+            problems.append(Problem(shard.name, str(e), "restore the shard from its source"))
+            continue
+        if len(tar_keys) != shard.samples:
+            problems.append(
+                Problem(
+                    shard.name,
+                    f"corpus.json lists {shard.samples} samples, the tar holds {len(tar_keys)}",
+                    "restore the shard or corpus.json from their source",
+                )
+            )
+        if full:
+            for what in _tar_samples_problems(tar, tar_keys):
+                problems.append(Problem(shard.name, what, "fix or drop the sample at its source and re-shard"))
         if not path.is_dir():
             problems.append(Problem(shard.name, f"no store at {path.name}", _extract_cmd(corpus, "NAME")))
             continue
-        store = ShardStore(path)
+        store, error = _open(partial(_opened_store, path))
+        if store is None:
+            problems.append(
+                Problem(shard.name, f"{path.name} cannot be read ({error})", f"delete {path} and re-extract")
+            )
+            continue
         version = store.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             problems.append(
@@ -77,7 +196,6 @@ def check_store(
                 )
             )
             continue
-        tar_keys = read_tar_keys(tar)
         if store.keys != tar_keys:
             first = next(
                 (i for i, (a, b) in enumerate(zip(store.keys, tar_keys, strict=False)) if a != b),
@@ -106,21 +224,46 @@ def check_store(
     found_stats = sorted(p.stem for p in stats_dir.glob("*.json")) if stats_dir.is_dir() else []
     names = experts or sorted({e for s in stores.values() for e in s.experts()} | set(found_stats))
     for expert in names:
-        groups = {shard: s.expert(expert) for shard, s in stores.items() if expert in s.experts()}
-        stats = read_stats(corpus.root, expert)
+        groups: dict[str, ExpertGroup] = {}
+        for shard, store in stores.items():
+            if expert not in store.experts():
+                continue
+            group, error = _open(partial(_opened_group, store, expert))
+            if group is None:
+                problems.append(
+                    Problem(
+                        shard,
+                        f"{expert!r} group cannot be read ({error})",
+                        _extract_cmd(corpus, expert, " --overwrite"),
+                    )
+                )
+            else:
+                groups[shard] = group
+        try:
+            stats = read_stats(corpus.root, expert)
+        except ValueError as e:
+            stats = None
+            problems.append(Problem("stats", str(e), f"coat-pipe store stats {corpus.root}"))
         # The groups are the data and stats derive from them: trust the majority of groups over the stats.
         majority = Counter(g.fingerprint for g in groups.values()).most_common(1)[0][0] if groups else None
         want = (expected or {}).get(expert) or majority or (stats or {}).get("fingerprint")
         reference = next((g for g in groups.values() if g.fingerprint == want), None)
+        damaged = False
         for shard, store in stores.items():
             group = groups.get(shard)
             if group is None:
-                problems.append(Problem(shard, f"no {expert!r} group", _extract_cmd(corpus, expert, "", reference)))
+                if expert not in store.experts():
+                    problems.append(Problem(shard, f"no {expert!r} group", _extract_cmd(corpus, expert, "", reference)))
+                damaged = True
                 continue
-            for what in _group_problems(group, len(store.keys)):
+            found = _group_problems(group, len(store.keys))
+            if full and not found:
+                found = _group_values_problems(group)
+            for what in found:
                 problems.append(
                     Problem(shard, f"{expert!r} group {what}", _extract_cmd(corpus, expert, " --overwrite", reference))
                 )
+            damaged = damaged or bool(found) or group.fingerprint != want
             if group.fingerprint != want:
                 problems.append(
                     Problem(
@@ -131,12 +274,43 @@ def check_store(
                     )
                 )
         if stats is None:
-            problems.append(Problem("stats", f"no stats/{expert}.json", f"coat-pipe store stats {corpus.root}"))
+            if not stats_path(corpus.root, expert).is_file():
+                problems.append(Problem("stats", f"no stats/{expert}.json", f"coat-pipe store stats {corpus.root}"))
         elif stats.get("fingerprint") != want:
             problems.append(
                 Problem("stats", f"stats/{expert}.json is from other options", f"coat-pipe store stats {corpus.root}")
             )
+        elif full and not damaged and len(groups) == len(corpus.shards):
+            recomputed = compute_stats(corpus, expert)
+            if not _same_stats(stats, recomputed):
+                problems.append(
+                    Problem(
+                        "stats",
+                        f"stats/{expert}.json differs from the stats of the stored frames",
+                        f"coat-pipe store stats {corpus.root}",
+                    )
+                )
     return problems
+
+
+def _opened_store(path: Path) -> ShardStore:
+    store = ShardStore(path)
+    store.attrs, store.keys, store.experts()  # noqa: B018 - read now, so damage shows here
+    return store
+
+
+def _opened_group(store: ShardStore, expert: str) -> ExpertGroup:
+    group = store.expert(expert)
+    group.offsets, group.status, group.frames.shape, group.clip.shape  # noqa: B018 - read now, as above
+    return group
+
+
+def _same_stats(saved: dict[str, Any], recomputed: dict[str, Any]) -> bool:
+    return all(
+        np.allclose(saved[part][field], recomputed[part][field], rtol=1e-3, atol=1e-5)
+        for part in ("frames", "clip")
+        for field in ("mean", "std")
+    ) and saved.get("clips") == recomputed.get("clips")
 
 
 def finalize_stats(corpus: CorpusInfo, spec: ExpertSpec) -> bool:
@@ -157,8 +331,15 @@ def finalize_stats(corpus: CorpusInfo, spec: ExpertSpec) -> bool:
     return True
 
 
-def recompute_stats(corpus: CorpusInfo, expert: str, rows_per_read: int = 65536) -> dict[str, Any]:
-    """Recompute `stats/<expert>.json` from the stored frames themselves (not the partial sums)."""
+def recompute_stats(corpus: CorpusInfo, expert: str) -> dict[str, Any]:
+    """Recompute `stats/<expert>.json` from the stored frames themselves (not the partial sums) and write it."""
+    payload = compute_stats(corpus, expert)
+    write_stats_file(stats_path(corpus.root, expert), payload)
+    return payload
+
+
+def compute_stats(corpus: CorpusInfo, expert: str, rows_per_read: int = 65536) -> dict[str, Any]:
+    """The content of `stats/<expert>.json`, computed from the stored frames and clip targets."""
     frames_stats, clip_stats, clips, spec = None, None, 0, None
     for shard in corpus.shards:
         group = ShardStore.for_tar(corpus.tar_path(shard)).expert(expert)
@@ -177,9 +358,7 @@ def recompute_stats(corpus: CorpusInfo, expert: str, rows_per_read: int = 65536)
         clips += int(ok.sum())
     if spec is None or frames_stats is None or clip_stats is None:
         raise ValueError("the corpus has no shards")
-    payload = stats_payload(expert, spec.fingerprint, spec.kind, frames_stats, clip_stats, clips, len(corpus.shards))
-    write_stats_file(stats_path(corpus.root, expert), payload)
-    return payload
+    return stats_payload(expert, spec.fingerprint, spec.kind, frames_stats, clip_stats, clips, len(corpus.shards))
 
 
 def _dir_bytes(path: Path) -> int:

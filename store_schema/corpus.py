@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from webdataset.tariterators import group_by_keys, tar_file_iterator
+from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
 
 from pipeline.errors import UserError
 
@@ -64,10 +64,30 @@ def read_corpus(root: Path) -> CorpusInfo:
         info = CorpusInfo(Path(root), int(raw["sample_rate"]), shards, raw.get("created_by", ""))
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a valid corpus file ({type(e).__name__}: {e})") from None
+    for s in shards:  # a shard must be a tar inside the corpus: a listed "../x.tar" would read elsewhere
+        name = Path(s.name)
+        if name.is_absolute() or ".." in name.parts or name.suffix != ".tar" or not s.name.strip():
+            raise UserError(f"{path}: shard name {s.name!r} is not a .tar file inside the corpus folder")
     missing = [s.name for s in shards if not info.tar_path(s).is_file()]
     if missing:
         raise UserError(f"{path} lists shards that do not exist: {', '.join(missing[:5])}")
     return info
+
+
+def refuse_non_empty(folder: Path) -> None:
+    """A folder a command creates its output in must be new or empty: nothing in it is overwritten."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"--out {folder} is not a folder")
+    held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if held:
+        raise UserError(f"--out {folder} is not empty (holds {', '.join(held[:4])}); choose a new or empty folder")
+
+
+def write_new_file(path: Path, text: str) -> None:
+    """Create `path` with `text`; never follows a link planted there, never replaces an existing file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def write_corpus(root: Path, sample_rate: int, shards: list[ShardInfo], created_by: str) -> None:
@@ -89,20 +109,69 @@ def safe_key(text: str) -> str:
     return _UNSAFE_KEY_CHARS.sub("_", text).strip("_") or "clip"
 
 
+def member_key(name: str) -> tuple[str, str] | None:
+    """(key, extension) of a tar member name, by webdataset's own rule (`base_plus_ext`: the key ends at
+    the first dot of the basename, extensions lower-cased), or None for a name without an extension."""
+    key, ext = base_plus_ext(name)
+    return None if key is None else (key, ext.lower())
+
+
+class TarIndex:
+    """Where each sample's members lie in one tar, from its headers alone (no member data is read).
+
+    `keys[i]` is sample i's `__key__` and `members[i]` maps its extensions to (byte offset, size), so a
+    sample is read by seeking. Python's `tarfile` treats a damaged header in mid-archive as the end of
+    the archive; the index refuses such a tar instead of silently serving the samples before it.
+    """
+
+    def __init__(self, tar: Path) -> None:
+        self.tar = Path(tar)
+        self.keys: list[str] = []
+        self.members: list[dict[str, tuple[int, int]]] = []
+        try:
+            with tarfile.open(self.tar, "r:") as archive:
+                for member in archive:
+                    split = member_key(member.name) if member.isreg() else None
+                    if split is None:
+                        continue
+                    key, ext = split
+                    if not self.keys or self.keys[-1] != key:
+                        self.keys.append(key)
+                        self.members.append({})
+                    self.members[-1][ext] = (member.offset_data, member.size)
+                end = archive.offset  # where tarfile stopped: the end-of-archive blocks, or a bad header
+            damaged = _nonzero_after(self.tar, end)
+        except (tarfile.TarError, OSError) as e:
+            raise UserError(f"{self.tar}: cannot read the tar ({e})") from None
+        if damaged:
+            raise UserError(
+                f"{self.tar}: damaged tar header at byte {end} ({len(self.keys)} samples readable before it); "
+                "restore the shard from its source"
+            )
+
+    def read(self, index: int) -> dict[str, bytes]:
+        """Sample `index`'s entries by extension (its key is `keys[index]`)."""
+        sample = {}
+        with open(self.tar, "rb") as f:
+            for ext, (offset, size) in self.members[index].items():
+                f.seek(offset)
+                sample[ext] = f.read(size)
+        return sample
+
+
+def _nonzero_after(path: Path, offset: int, block: int = 1 << 16) -> bool:
+    """Whether any byte from `offset` on is not zero (a tar ends in zero blocks and zero padding)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(block):
+            if chunk.count(0) != len(chunk):
+                return True
+    return False
+
+
 def read_tar_keys(tar: Path) -> list[str]:
-    """The `__key__` order of a shard, read from the tar headers alone (no member data is read)."""
-    keys: list[str] = []
-    try:
-        with tarfile.open(tar, "r:") as archive:
-            for member in archive:
-                if not member.isreg() or "." not in member.name:
-                    continue
-                key = member.name.split(".", 1)[0]
-                if not keys or keys[-1] != key:
-                    keys.append(key)
-    except (tarfile.TarError, OSError) as e:
-        raise UserError(f"{tar}: cannot read the tar ({e})") from None
-    return keys
+    """The `__key__` order of a shard, read from the tar headers alone."""
+    return TarIndex(tar).keys
 
 
 def iter_tar_samples(tar: Path) -> Iterator[dict[str, Any]]:
@@ -110,6 +179,50 @@ def iter_tar_samples(tar: Path) -> Iterator[dict[str, Any]]:
     with open(tar, "rb") as stream:
         files = ({**f, "__url__": str(tar)} for f in tar_file_iterator(stream))
         yield from group_by_keys(files)
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def conversation_turns(messages: Any) -> tuple[str, str]:
+    """(question, answer) of a sample's conversation: the first user turn and the assistant turn after it.
+
+    Raises ValueError saying what is wrong: not a list of {"role", "content"} turns with string contents
+    and known roles, no user turn, or no assistant turn after it.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ValueError('"messages" must be a non-empty list of {"role", "content"} turns')
+    for number, turn in enumerate(messages, 1):
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
+            raise ValueError(f'turn {number} must be {{"role": one of {"/".join(ROLES)}, "content": a string}}')
+    roles = [turn["role"] for turn in messages]
+    if "user" not in roles:
+        raise ValueError("the conversation has no user turn")
+    first_user = roles.index("user")
+    if "assistant" in roles[:first_user]:
+        raise ValueError("an assistant turn comes before the first user turn")
+    if "assistant" not in roles[first_user:]:
+        raise ValueError("the conversation has no assistant turn after the user turn")
+    return messages[first_user]["content"], messages[roles.index("assistant", first_user)]["content"]
+
+
+def sample_meta(entries: dict[str, Any], where: str) -> dict[str, Any]:
+    """A tar sample's json entry, checked: an object whose conversation `conversation_turns` accepts.
+    Raises ValueError naming `where` (the tar and key) and the reason."""
+    raw = entries.get("json")
+    if raw is None:
+        raise ValueError(f"{where}: the sample has no json entry")
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: the json entry is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: the json entry is not an object")
+    try:
+        conversation_turns(meta.get("messages"))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return meta
 
 
 def sample_audio(sample: dict[str, Any]) -> tuple[bytes, str] | None:
@@ -139,6 +252,7 @@ class CorpusWriter:
     _seconds: float = 0.0
 
     def __enter__(self) -> CorpusWriter:
+        refuse_non_empty(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 

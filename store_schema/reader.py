@@ -40,6 +40,9 @@ class ExpertGroup:
     def status(self) -> np.ndarray:
         return self._group[STATUS][:]
 
+    def array(self, name: str) -> zarr.Array:
+        return self._group[name]
+
     @property
     def frames(self) -> zarr.Array:
         return self._group[FRAMES]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import hashlib
 import os
 import shutil
 import warnings
@@ -113,6 +114,11 @@ def remove_temp_groups(store: Path) -> list[str]:
     return removed
 
 
+def content_digest(values: np.ndarray) -> str:
+    """sha256 of an array's values as stored (C order, its own dtype): `store check --full` recomputes it."""
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
 class ExpertGroupWriter:
     """Collects one expert's targets for every sample of a shard, then writes the group in one go.
 
@@ -172,14 +178,29 @@ class ExpertGroupWriter:
         tmp_name = f"{self.spec.expert}{TMP_MARK}{os.getpid()}"
         root = zarr.open_group(self.store, mode="r+")
         group = root.create_group(tmp_name, overwrite=True)
-        chunk = (min(FRAME_CHUNK, max(1, len(frames))), dim)
-        group.create_array(FRAMES, shape=frames.shape, dtype="float16", chunks=chunk, compressors=[FRAME_CODEC])[
-            ...
-        ] = frames
-        group.create_array(OFFSETS, shape=offsets.shape, dtype="int64")[...] = offsets
-        group.create_array(CLIP, shape=self.clip.shape, dtype="float16", compressors=[FRAME_CODEC])[...] = self.clip
-        group.create_array(STATUS, shape=self.status.shape, dtype="uint8")[...] = self.status
-        group.attrs.update(attrs)
+        # Every chunk is written, even one equal to the fill value (zarr skips those by default), so that
+        # `store check` can tell a deleted chunk file from a chunk of zeros.
+        every_chunk = {"write_empty_chunks": True}
+        arrays = {
+            FRAMES: (frames, (min(FRAME_CHUNK, max(1, len(frames))), dim), [FRAME_CODEC]),
+            OFFSETS: (offsets, None, "auto"),
+            CLIP: (self.clip, None, [FRAME_CODEC]),
+            STATUS: (self.status, None, "auto"),
+        }
+        chunks_written, content = {}, {}
+        for name, (values, chunks, compressors) in arrays.items():
+            array = group.create_array(
+                name,
+                shape=values.shape,
+                dtype=values.dtype,
+                chunks=chunks or "auto",
+                compressors=compressors,
+                config=every_chunk,
+            )
+            array[...] = values
+            chunks_written[name] = array.nchunks
+            content[name] = content_digest(values)
+        group.attrs.update(attrs | {"chunks_written": chunks_written, "content_sha256": content})
 
         final = self.store / self.spec.expert
         if final.exists():  # --overwrite: move the old group aside first so a crash leaves a temp name

@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from pipeline.audio import AudioError, encode_flac, read_audio_file, resample
 from pipeline.errors import UserError
 from pipeline.progress import audio_progress
-from store_schema.corpus import CorpusWriter, safe_key
+from store_schema.corpus import CorpusWriter, conversation_turns, refuse_non_empty, safe_key, write_new_file
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 ASR_QUESTION = "Transcribe the speech in the audio."
+MAX_SECONDS = 1200.0  # default --max-seconds: longer files are refused (20 min; LALMs hear 30 s windows)
+MIN_RATE, MAX_RATE = 1000, 768000  # Hz: a header outside this range is damaged, not audio
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,10 @@ def read_manifest(path: Path) -> tuple[list[ManifestEntry], list[dict[str, str]]
             row = json.loads(line)
             if not isinstance(row, dict) or not isinstance(row.get("audio"), str):
                 raise ValueError('expected an object with an "audio" path')
-            messages = row.get("messages", [])
-            if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
-                raise ValueError('"messages" must be a list of {"role", "content"} objects')
+            messages = row.get("messages")
+            conversation_turns(messages)  # a question and an answer, or the reason there are none
+            if row.get("key") is not None and not isinstance(row["key"], str):
+                raise ValueError(f'"key" must be a string, got {json.dumps(row["key"])}')
         except ValueError as e:
             rejected.append({"origin": origin, "audio": "", "reason": f"bad manifest line: {e}"})
             continue
@@ -73,38 +77,56 @@ def read_manifest(path: Path) -> tuple[list[ManifestEntry], list[dict[str, str]]
     return entries, rejected
 
 
-def scan_audio_dir(root: Path) -> list[ManifestEntry]:
-    """Every audio file under `root`, sorted. A `NAME.txt` beside `NAME.wav` makes it an ASR sample."""
+def scan_audio_dir(root: Path) -> tuple[list[ManifestEntry], list[dict[str, str]]]:
+    """Every audio file under `root`, sorted, as an ASR sample with the `NAME.txt` beside `NAME.wav` as
+    its transcript; files without one are returned as rejected (a sample needs a question and an answer)."""
     if not root.is_dir():
         raise UserError(f"audio folder {root} does not exist")
-    entries = []
+    entries, rejected = [], []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
         relative = path.relative_to(root)
         transcript = path.with_suffix(".txt")
-        messages, task = [], ""
-        if transcript.is_file():
-            messages = [
-                {"role": "user", "content": ASR_QUESTION},
-                {"role": "assistant", "content": transcript.read_text().strip()},
-            ]
-            task = "asr"
+        if not transcript.is_file():
+            reason = f"no transcript {transcript.name} beside it (a sample needs a question and an answer)"
+            rejected.append({"origin": str(path), "audio": str(path), "reason": reason})
+            continue
+        messages = [
+            {"role": "user", "content": ASR_QUESTION},
+            {"role": "assistant", "content": transcript.read_text().strip()},
+        ]
         entries.append(
-            ManifestEntry(path.resolve(), str(path), messages, task, str(relative.with_suffix("")), str(relative))
+            ManifestEntry(path.resolve(), str(path), messages, "asr", str(relative.with_suffix("")), str(relative))
         )
-    return entries
+    return entries, rejected
 
 
-def prepare_clip(entry: ManifestEntry, sample_rate: int) -> dict[str, Any]:
-    """Decode, downmix, resample and encode one entry (runs in a worker process)."""
+def prepare_clip(entry: ManifestEntry, sample_rate: int, max_seconds: float = MAX_SECONDS) -> dict[str, Any]:
+    """Decode, downmix, resample and encode one entry (runs in a worker process).
+
+    The header is read first: an implausible sample rate or a duration over `max_seconds` is refused
+    before anything is decoded (a 40 kB file can declare hours of audio)."""
+    try:
+        declared = sf.info(str(entry.audio))
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+        declared = None  # read_audio_file below names the reason
+    if declared is not None:
+        if not MIN_RATE <= declared.samplerate <= MAX_RATE:
+            return {"error": f"{entry.audio}: implausible sample rate {declared.samplerate} Hz in its header"}
+        if declared.duration > max_seconds:
+            return {"error": f"{entry.audio}: {declared.duration:.0f} s is longer than --max-seconds {max_seconds:g}"}
     try:
         wave, rate, channels = read_audio_file(entry.audio)
     except AudioError as e:
         return {"error": str(e)}
     if wave.size == 0:
         return {"error": f"{entry.audio}: the file holds no samples"}
+    if wave.size / rate > max_seconds:
+        return {"error": f"{entry.audio}: {wave.size / rate:.0f} s is longer than --max-seconds {max_seconds:g}"}
     if not np.isfinite(wave).all():
         return {"error": f"{entry.audio}: NaN or Inf samples (FLAC cannot store them)"}
     wave = resample(wave, rate, sample_rate)
+    if wave.size == 0:
+        return {"error": f"{entry.audio}: no samples left at {sample_rate} Hz"}
     return {
         "flac": encode_flac(wave, sample_rate),
         "seconds": wave.size / sample_rate,
@@ -113,7 +135,7 @@ def prepare_clip(entry: ManifestEntry, sample_rate: int) -> dict[str, Any]:
     }
 
 
-def _prepare(args: tuple[ManifestEntry, int]) -> dict[str, Any]:
+def _prepare(args: tuple[ManifestEntry, int, float]) -> dict[str, Any]:
     return prepare_clip(*args)
 
 
@@ -126,13 +148,19 @@ def build_shards(
     workers: int = 2,
     rejected: list[dict[str, str]] | None = None,
     progress: bool = True,
+    max_seconds: float = MAX_SECONDS,
 ) -> ShardSummary:
-    """Write `entries` into `out/NAME-000000.tar …`, `out/corpus.json` and `out/rejected.jsonl`."""
+    """Write `entries` into `out/NAME-000000.tar …`, `out/corpus.json` and `out/rejected.jsonl`.
+
+    `out` must be new or empty: nothing there is overwritten, and no link planted there is written through."""
+    if safe_key(name) != name:
+        raise UserError(f"--name {name!r}: a shard name prefix holds only letters, digits, '_' and '-'")
     if (out / "corpus.json").exists():
         raise UserError(f"{out} already holds a corpus; choose another --out or delete it first")
+    refuse_non_empty(out)
     summary = ShardSummary(rejected=list(rejected or []))
     seen: set[str] = set()
-    jobs = [(entry, sample_rate) for entry in entries]
+    jobs = [(entry, sample_rate, max_seconds) for entry in entries]
     with (
         CorpusWriter(out, sample_rate, shard_size, name, created_by="coat-pipe shard") as writer,
         get_context("fork").Pool(max(1, workers)) as pool,
@@ -165,7 +193,5 @@ def build_shards(
             summary.downmixed += result["downmixed"]
             bar.update(task, audio_s=summary.seconds)
     summary.shards = len(writer.shards)
-    with open(out / "rejected.jsonl", "w") as f:
-        for row in summary.rejected:
-            f.write(json.dumps(row) + "\n")
+    write_new_file(out / "rejected.jsonl", "".join(json.dumps(row) + "\n" for row in summary.rejected))
     return summary

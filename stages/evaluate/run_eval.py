@@ -93,14 +93,26 @@ def run_eval(
 
 
 def read_predictions(path: Path) -> dict[str, str | None]:
-    """predictions.jsonl keyed by the benchmark's id, field `prediction`."""
-    rows = {}
+    """predictions.jsonl keyed by the benchmark's id, field `prediction` (a string, or null: unanswered).
+
+    Raises UserError naming the file and line for a row that is not an object with an id, a prediction
+    that is not text, or an id given twice (which answer would count is not for the scorer to guess)."""
+    rows: dict[str, str | None] = {}
+    lines: dict[str, int] = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            rows[str(row["id"])] = row.get("prediction")
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise UserError(f"{path}: line {number} is not a prediction row with an id ({err})") from err
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: line {number} is not JSON ({err})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str | int) or isinstance(row.get("id"), bool):
+            raise UserError(f"{path}: line {number} is not an object with an id (a string or an integer)")
+        prediction = row.get("prediction")
+        if prediction is not None and not isinstance(prediction, str):
+            raise UserError(f"{path}: line {number}: the prediction is {type(prediction).__name__}, not text or null")
+        item = str(row["id"])
+        if item in rows:
+            raise UserError(f"{path}: line {number} repeats id {item!r} of line {lines[item]}")
+        rows[item], lines[item] = prediction, number
     return rows

@@ -31,7 +31,7 @@ from stages.extract.loader import DecodedClip, clip_loader, length_batches
 from stages.extract.pooling import pool_clip, pool_to_store_rate
 from store_schema.check import finalize_stats
 from store_schema.corpus import CorpusInfo, ShardInfo, read_corpus, read_tar_keys
-from store_schema.layout import SCHEMA_VERSION, ExpertSpec, Status, shard_store_path
+from store_schema.layout import LOCK_DIR, SCHEMA_VERSION, STATS_DIR, ExpertSpec, Status, shard_store_path
 from store_schema.writer import ExpertGroupWriter, ensure_shard_store, remove_temp_groups, shard_lock
 
 WINDOW_BATCHES = 4  # clips gathered before sorting by length: a few batches' worth
@@ -247,15 +247,39 @@ def _process(
                 progress.update(task, advance=1, audio_s=summary.audio_seconds)
             run_window()
             commit_finished()
-    unfinished = [j.shard.name for p, j in enumerate(jobs) if p not in committed]
+    unfinished = [str(corpus.tar_path(j.shard)) for p, j in enumerate(jobs) if p not in committed]
     if unfinished:
-        raise RuntimeError(f"shards {unfinished} did not yield every sample listed in their tar headers")
+        raise UserError(f"{', '.join(unfinished)}: webdataset read fewer samples than the tar headers list")
 
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
-    """Extract every named expert for this process's slice of the corpus; returns what happened."""
-    started = time.perf_counter()
+    """Extract every named expert for this process's slice of the corpus; returns what happened.
+
+    A file-system error (a read-only corpus, a full disk) ends the run with one line naming the path;
+    what was committed before it stays, and the same command resumes."""
     corpus = read_corpus(config.corpus)
+    refuse_links_out(corpus)
+    try:
+        return _run_extract(config, corpus)
+    except OSError as e:
+        where = e.filename or corpus.root
+        raise UserError(
+            f"{where}: {e.strerror or e}; extract writes the store beside the tars, so the corpus "
+            "folder must be writable with room to spare"
+        ) from None
+
+
+def refuse_links_out(corpus: CorpusInfo) -> None:
+    """The folders extract writes into must lie in the corpus: a planted link would carry writes elsewhere."""
+    written = [corpus.root / name for name in (STATS_DIR, "logs", LOCK_DIR)]
+    written += [shard_store_path(corpus.tar_path(s)) for s in corpus.shards]
+    linked = [p for p in written if p.is_symlink()]
+    if linked:
+        raise UserError(f"{linked[0]} is a symbolic link; extract writes only inside {corpus.root}")
+
+
+def _run_extract(config: ExtractConfig, corpus: CorpusInfo) -> ExtractSummary:
+    started = time.perf_counter()
     experts = load_experts(config)
     specs = {e.name: e.spec(config.store_rate) for e in experts}
     index, count = worker_slice(config)

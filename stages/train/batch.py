@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from pipeline.audio import decode_audio, resample
 from stages.train.backbones.base import SAMPLE_RATE, Backbone
 from stages.train.targets import SlotTargets, TargetSpec, make_targets
 from stages.train.think import ThinkIds, thinking_block
-from store_schema.corpus import iter_tar_samples, read_corpus, sample_audio
+from store_schema.corpus import conversation_turns, iter_tar_samples, read_corpus, sample_audio, sample_meta
 from store_schema.layout import Status
 from store_schema.reader import ShardStore
 
@@ -38,16 +37,22 @@ class CoatBatch:
     targets: dict[str, SlotTargets]  # expert -> targets (empty for --no-think)
 
 
-def coat_sample(key: str, entries: dict, frames: dict, clips: dict) -> CoatSample:
-    """A CoatSample from a tar sample's entries (audio + json) and its store targets."""
+def coat_sample(key: str, entries: dict, frames: dict, clips: dict, where: str = "") -> CoatSample:
+    """A CoatSample from a tar sample's entries (audio + json) and its store targets.
+
+    Raises ValueError (or AudioError) naming `where` (the tar) and the key for a sample that cannot be
+    trained on: no audio, undecodable audio, a json entry without a usable conversation, non-finite targets.
+    """
+    name = f"{where}: {key}" if where else key
     audio = sample_audio(entries)
     if audio is None:
-        raise ValueError(f"{key}: no audio entry in the tar sample")
-    wave, rate = decode_audio(audio[0], f"{key}.{audio[1]}")
-    messages = json.loads(entries["json"])["messages"]
-    user = next(m["content"] for m in messages if m["role"] == "user")
-    answer = next(m["content"] for m in messages if m["role"] == "assistant")
-    return CoatSample(key, resample(wave, rate, SAMPLE_RATE), user, answer, frames, clips)
+        raise ValueError(f"{name}: no audio entry in the tar sample")
+    wave, rate = decode_audio(audio[0], f"{name}.{audio[1]}")
+    question, answer = conversation_turns(sample_meta(entries, name)["messages"])
+    for expert, values in (*frames.items(), *clips.items()):
+        if values is not None and not np.isfinite(values).all():
+            raise ValueError(f"{name}: the store's {expert!r} targets hold NaN or Inf; run coat-pipe store check")
+    return CoatSample(key, resample(wave, rate, SAMPLE_RATE), question, answer, frames, clips)
 
 
 def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None) -> list[CoatSample]:
@@ -62,7 +67,8 @@ def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None
             if any(g.status[index] != Status.OK for g in groups.values()):
                 continue
             frames = {e: g.frames_of(index) for e, g in groups.items()}
-            samples.append(coat_sample(raw["__key__"], raw, frames, {e: g.clip[index] for e, g in groups.items()}))
+            clips = {e: g.clip[index] for e, g in groups.items()}
+            samples.append(coat_sample(raw["__key__"], raw, frames, clips, corpus.tar_path(shard).name))
             if limit is not None and len(samples) >= limit:
                 return samples
     return samples

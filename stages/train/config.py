@@ -79,3 +79,32 @@ class TrainConfig(BaseModel):
         if self.schedule != "two-stage" or self.model.no_think:
             return 0
         return round(self.steps * self.align_fraction)
+
+
+# Settings a resumed run may change: none of them alters what the steps already taken computed.
+# (`ds_config` is a path; the DeepSpeed settings it yields are compared on their own.)
+RESUMABLE_CHANGES = ("steps", "save_every", "log_every", "num_workers", "resume", "ds_config")
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Compare a run's saved config with a resume's: (refused changes as "key: old → new", allowed ones)."""
+    old, new = _flatten(saved), _flatten(current)
+    refused, allowed = [], {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        if key in RESUMABLE_CHANGES:
+            allowed[key] = new.get(key)
+        else:
+            refused.append(f"{key}: {old.get(key, '(unset)')} → {new.get(key, '(unset)')}")
+    return refused, allowed

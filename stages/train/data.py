@@ -17,8 +17,9 @@ built from the headers), decoded, and paired with its store frames. The position
 
 from __future__ import annotations
 
-import tarfile
+import traceback
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,12 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.audio import AudioError
 from pipeline.errors import UserError
 from stages.train.batch import CoatSample, coat_sample
 from stages.train.stop_signal import ignore_stop_signals
 from stages.train.targets import TargetSpec
 from store_schema.check import check_store, read_stats
-from store_schema.corpus import CorpusInfo, read_corpus
+from store_schema.corpus import CorpusInfo, TarIndex, read_corpus
 from store_schema.layout import Status
 from store_schema.reader import ShardStore
 
@@ -114,33 +116,6 @@ def plan_epoch(
     return EpochPlan([mine[j : j + batch_size] for j in range(0, len(mine), batch_size)], padded, skipped)
 
 
-class TarIndex:
-    """Byte offsets of each sample's members in one tar, from its headers; reads a sample by seeking."""
-
-    def __init__(self, tar: Path) -> None:
-        self.tar = tar
-        self.keys: list[str] = []
-        self.members: list[dict[str, tuple[int, int]]] = []  # sample index -> extension -> (offset, size)
-        with tarfile.open(tar, "r:") as archive:
-            for member in archive:
-                if not member.isreg() or "." not in member.name:
-                    continue
-                key, ext = member.name.split(".", 1)
-                if not self.keys or self.keys[-1] != key:
-                    self.keys.append(key)
-                    self.members.append({})
-                self.members[-1][ext] = (member.offset_data, member.size)
-
-    def read(self, index: int) -> dict[str, bytes]:
-        """The sample's entries by extension (its key is `keys[index]`)."""
-        sample = {}
-        with open(self.tar, "rb") as f:
-            for ext, (offset, size) in self.members[index].items():
-                f.seek(offset)
-                sample[ext] = f.read(size)
-        return sample
-
-
 class ShardTargets:
     """One shard's store groups, read for random access: offsets and clip targets held in memory,
     frames read a chunk at a time through a small cache (a window of the plan stays within a few chunks)."""
@@ -203,16 +178,31 @@ class PlannedBatches(Dataset):
         tar_index, targets = self._opened[shard]
         raw, key = tar_index.read(index), tar_index.keys[index]
         if targets is not None and targets.keys[index] != key:
-            raise RuntimeError(f"{tar.name}: store key {targets.keys[index]!r} ≠ tar key {key!r} at {index}")
+            raise UserError(f"{tar}: store key {targets.keys[index]!r} ≠ tar key {key!r} at {index}")
         frames = {e: targets.frames(e, index) for e in self.experts} if targets else {}
         clips = {e: targets.clips[e][index] for e in self.experts} if targets else {}
-        return coat_sample(key, raw, frames, clips)
+        return coat_sample(key, raw, frames, clips, str(tar))
 
-    def __getitem__(self, j: int) -> list[CoatSample]:
-        return [self._sample(shard, index) for shard, index in self.batches[j]]
+    def __getitem__(self, j: int) -> list[CoatSample] | BatchFailure:
+        # A worker that raised would leave the rank to re-raise while its workers, which ignore the stop
+        # signals, block interpreter exit forever; so a failure travels back as a value instead.
+        try:
+            return [self._sample(shard, index) for shard, index in self.batches[j]]
+        except (UserError, ValueError, AudioError, OSError) as e:  # the data's fault: one line names the clip
+            return BatchFailure(str(e), bug=False)
+        except Exception:  # noqa: BLE001 - a bug: its traceback goes to the rank, which raises it
+            return BatchFailure(traceback.format_exc(), bug=True)
 
 
-def _as_list(batch: list[CoatSample]) -> list[CoatSample]:
+@dataclass(frozen=True)
+class BatchFailure:
+    """Why a batch could not be loaded, sent back from a DataLoader worker."""
+
+    message: str
+    bug: bool  # True: an unexpected exception (message is its traceback); False: bad data
+
+
+def _as_list(batch: list[CoatSample] | BatchFailure) -> list[CoatSample] | BatchFailure:
     return batch
 
 
@@ -231,3 +221,21 @@ def batch_loader(dataset: PlannedBatches, start: int, num_workers: int) -> DataL
         prefetch_factor=2 if num_workers else None,
         persistent_workers=False,
     )
+
+
+def iterate_batches(loader: DataLoader) -> Iterator[list[CoatSample]]:
+    """The loader's batches; a failed batch raises here (UserError for bad data), and the workers are
+    always shut down on the way out. They ignore SIGTERM, so the interpreter's exit-time terminate-and-join
+    would wait on them forever if an exception left the iterator alive in a traceback."""
+    iterator = iter(loader)
+    try:
+        for batch in iterator:
+            if isinstance(batch, BatchFailure):
+                if batch.bug:
+                    raise RuntimeError(f"a DataLoader worker failed:\n{batch.message}")
+                raise UserError(batch.message)
+            yield batch
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own clean shutdown of the workers
+        if shutdown is not None:
+            shutdown()

@@ -21,8 +21,9 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import deepspeed
 import numpy as np
@@ -36,12 +37,23 @@ from pipeline.errors import UserError
 from pipeline.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
 from stages.train.bundle import save_bundle
-from stages.train.config import TrainConfig
-from stages.train.data import PlannedBatches, batch_loader, clip_lengths, plan_epoch, preflight, usable_items
+from stages.train.checkpoint import LATEST, load_rng, save_checkpoint, verified_tag
+from stages.train.config import TrainConfig, settings_changes
+from stages.train.data import (
+    PlannedBatches,
+    batch_loader,
+    clip_lengths,
+    iterate_batches,
+    plan_epoch,
+    preflight,
+    usable_items,
+)
 from stages.train.model import CoatModel
 from stages.train.stop_signal import StopSignal
 from store_schema.corpus import read_corpus
 from store_schema.layout import STATS_DIR
+
+T = TypeVar("T")
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -52,7 +64,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
-    on_gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+    on_gpu = uses_gpu()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     local_rank = int(os.environ["LOCAL_RANK"])
     device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
@@ -95,14 +107,21 @@ def warmup_cosine(cfg: TrainConfig):  # noqa: ANN201 - LambdaLR's multiplier
     return factor
 
 
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+def stop_if_not_finite(loss: torch.Tensor, step: int, keys: list[str], rank: int, device: torch.device) -> None:
+    """Every rank stops when any rank's loss is NaN or Inf: training on would write a NaN model and report
+    success. One tiny all-reduce per micro-step, so that all ranks agree and none waits on the others."""
+    finite = torch.isfinite(loss.detach()).to(device=device, dtype=torch.int32).reshape(1)
+    agreed = finite.clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+    if bool(agreed.item()):
+        return
+    if not bool(finite.item()):
+        raise UserError(
+            f"step {step + 1}: the loss is {loss.item()} on rank {rank}, for the clips {', '.join(keys)}; "
+            "stopped without saving (check their targets with `coat-pipe store check`)"
+        )
+    raise UserError(f"step {step + 1}: another rank's loss is not finite (its message names the clips); stopped")
 
 
 def drop_rows_after(log: Path, last_step: int) -> None:
@@ -110,6 +129,63 @@ def drop_rows_after(log: Path, last_step: int) -> None:
     if log.is_file():
         rows = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= last_step]
         log.write_text("".join(row + "\n" for row in rows))
+
+
+def uses_gpu() -> bool:
+    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+
+
+def agreed(check: Callable[[], T], device: torch.device) -> T:
+    """Run a check on every rank; if it raises a UserError on any rank, every rank raises, so that no rank
+    goes on to wait in a collective for one that has stopped."""
+    try:
+        result, failure = check(), None
+    except UserError as e:
+        result, failure = None, e
+    ok = torch.tensor([0 if failure else 1], dtype=torch.int32, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    if failure is not None:
+        raise failure
+    if not ok.item():
+        raise UserError("another rank refused the checkpoint (its message says why); stopped")
+    return result  # type: ignore[return-value]
+
+
+def check_run_dir(cfg: TrainConfig, ds_config: dict[str, Any]) -> dict[str, Any]:
+    """Refuse to start where a run's record would be overwritten or mixed with another's.
+
+    Returns the settings a resume changes that may change (steps, cadences, workers). Every rank calls
+    this before any rank writes, so every rank stops on the same finding."""
+    run = cfg.out
+    if run.exists() and not run.is_dir():
+        raise UserError(f"--out {run} is a file, not a run directory")
+    held = sorted(p.name for p in run.iterdir()) if run.is_dir() else []
+    if not held:
+        return {}
+    if not cfg.resume:
+        raise UserError(
+            f"{run} is not empty (holds {', '.join(held[:4])}); pass --resume to continue the run it holds, "
+            "or choose another --out"
+        )
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run} holds files but no config.yaml: it is not a coat-pipe run; choose another --out")
+    if (run / "final").exists() and not (run / "checkpoints" / LATEST).is_file():
+        raise UserError(f"{run} holds a finished run (final/) whose checkpoints are gone; choose another --out")
+    try:
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{run / 'config.yaml'}: not valid YAML ({e})") from None
+    refused, allowed = settings_changes(saved if isinstance(saved, dict) else {}, config_dict(cfg))
+    saved_ds = run / "ds_config.json"
+    if saved_ds.is_file() and json.loads(saved_ds.read_text()) != ds_config:
+        refused.append(f"the DeepSpeed settings (see {saved_ds})")
+    if refused:
+        raise UserError(
+            f"{run} was trained with other settings; a resume must keep them ({'; '.join(refused)}). "
+            "Only steps, save_every, log_every and num_workers may change."
+        )
+    return allowed
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
@@ -122,15 +198,16 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     usable, skipped = usable_items(corpus, experts)
     lengths = clip_lengths(corpus, experts[0]) if experts else None  # batches of similar duration
     run, checkpoints = cfg.out, cfg.out / "checkpoints"
-    if not cfg.resume and (checkpoints / "latest").exists():  # every rank checks, so every rank stops
-        raise UserError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
+    ds_config = deepspeed_config(cfg, uses_gpu())
+    resumed_changes = check_run_dir(cfg, ds_config)
+    resuming = cfg.resume and (checkpoints / LATEST).is_file()
 
     # --- setup: distributed, seeds, run directory ---------------------------------------------------
     rank, world, device = init_distributed()
     is_main = rank == 0
     stop = StopSignal()  # SIGTERM / SIGUSR1: checkpoint at the next step on every rank, then exit
-    ds_config = deepspeed_config(cfg, device.type == "cuda")
-    if is_main:
+    tag = agreed(lambda: verified_tag(checkpoints, rank), device) if resuming else None  # before any unpickling
+    if is_main and tag is None:  # a resumed run keeps the record of its first steps' settings
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
         (run / "ds_config.json").write_text(json.dumps(ds_config, indent=1))  # as DeepSpeed receives it
@@ -152,23 +229,23 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 
     # --- resume: DeepSpeed state, stream position, RNG ---------------------------------------------
     epoch, batch_in_epoch = 0, 0
-    if cfg.resume and (checkpoints / "latest").exists():
-        _, client = engine.load_checkpoint(str(checkpoints))
+    if tag is not None:
+        _, client = engine.load_checkpoint(str(checkpoints), tag=tag)
         epoch, batch_in_epoch = client["epoch"], client["batch_in_epoch"]
-        tag = (checkpoints / "latest").read_text().strip()
-        set_rng_state(torch.load(checkpoints / tag / f"rng-rank{rank}.pt", weights_only=False))
-        # Steps logged after the checkpoint by the interrupted run are about to be redone: drop them.
-        drop_rows_after(run / f"batches-rank{rank}.jsonl", engine.global_steps - 1)
+        load_rng(checkpoints, tag, rank)
+        if is_main and resumed_changes:
+            with open(run / "resumes.jsonl", "a") as f:  # config.yaml stays the record of the first steps
+                f.write(json.dumps({"step": engine.global_steps, "changed": resumed_changes}) + "\n")
         if is_main:
-            drop_rows_after(run / "metrics.jsonl", engine.global_steps)
             console.print(f"resumed from {tag}: step {engine.global_steps}, epoch {epoch}, batch {batch_in_epoch}")
+    # Steps logged after the checkpoint (or, with none, by a run killed before its first) are redone: drop them.
+    drop_rows_after(run / f"batches-rank{rank}.jsonl", engine.global_steps - 1)
+    if is_main:
+        drop_rows_after(run / "metrics.jsonl", engine.global_steps)
 
     def save(step: int) -> None:
-        tag = f"step{step:07d}"
-        engine.save_checkpoint(
-            str(checkpoints), tag=tag, client_state={"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step}
-        )
-        torch.save(rng_state(), checkpoints / tag / f"rng-rank{rank}.pt")
+        client = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step}
+        save_checkpoint(engine, checkpoints, step, client, rank)
 
     # --- the loop ----------------------------------------------------------------------------------
     metrics = open(run / "metrics.jsonl", "a") if is_main else None
@@ -188,10 +265,12 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         plan = plan_epoch(usable, skipped, epoch, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window, lengths)
         padded = plan.padded
         loader = batch_loader(PlannedBatches(corpus.root, experts, plan.batches), batch_in_epoch, cfg.num_workers)
-        for samples in loader:
+        batches = iterate_batches(loader)
+        for samples in batches:
             step = engine.global_steps
             stage = "align" if step < cfg.align_steps else "joint"
             out = engine(model.batch(samples), lm_weight=0.0 if stage == "align" else 1.0)
+            stop_if_not_finite(out.loss, step, [s.key for s in samples], rank, device)
             engine.backward(out.loss)
             engine.step()  # an optimizer step at each accumulation boundary
             batch_in_epoch += 1
@@ -236,6 +315,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
                 break
         else:  # the epoch ran out: next epoch from its first batch
             epoch, batch_in_epoch = epoch + 1, 0
+        batches.close()  # shut this epoch's workers down now
 
     # --- export: the bundle is what evaluation reads ------------------------------------------------
     bar.stop()

@@ -64,7 +64,7 @@ def test_two_nodes_stopped_mid_run_checkpoint_requeue_and_finish(sig, corpus, tm
     step = int(stopped[0].split("at step ")[1].split(";")[0])
     assert 3 <= step < 30  # periodic checkpoints come every 50 steps (the default), so none of them
     tag = f"step{step:07d}"
-    assert {p.name for p in (run / "checkpoints" / tag).glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    assert {p.name for p in (run / "checkpoints" / tag).glob("rng-rank*.json")} == {"rng-rank0.json", "rng-rank1.json"}
     # requeued (by train.sh on the time-limit warning, by SLURM on preemption) and resumed from there
     assert "requeued (restart 1)" in log
     assert ("requeueing job" in log) == (sig == signal.SIGUSR1)
@@ -82,9 +82,9 @@ def test_one_machine_uses_cpu_ranks_and_resumes_a_finished_run(corpus, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert _steps(run) == [1, 2, 3, 4]
     assert json.loads((run / "ds_config.json").read_text())["zero_optimization"]["stage"] == 2
-    assert {p.name for p in (run / "checkpoints" / "step0000004").glob("rng-rank*.pt")} == {
-        "rng-rank0.pt",
-        "rng-rank1.pt",
+    assert {p.name for p in (run / "checkpoints" / "step0000004").glob("rng-rank*.json")} == {
+        "rng-rank0.json",
+        "rng-rank1.json",
     }
     # the same command again: --resume is implied, so it finds the run complete instead of refusing it
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)

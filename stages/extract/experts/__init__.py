@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
+
+import pydantic
 
 from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
@@ -126,12 +129,29 @@ def load_expert(
         raise UserError(
             f"expert {name!r} has no option {', '.join(unknown)}; its options: {', '.join(settable) or 'none'}"
         )
+    options = _typed_options(name, loader, options)
     kwargs: dict[str, Any] = {"device": device, "dtype": dtype, **options}
     if "checkpoint" in accepted:
         kwargs["checkpoint"] = checkpoint
     elif checkpoint is not None:
         raise UserError(f"expert {name!r} has no weights to load; drop its checkpoint")
     return loader(**{k: v for k, v in kwargs.items() if k in accepted})
+
+
+def _typed_options(name: str, loader: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Each option converted to the type its constructor declares (`--set mel.n_mels=64`), or a UserError."""
+    hints = typing.get_type_hints(loader.__init__ if inspect.isclass(loader) else loader)
+    typed = {}
+    for key, value in options.items():
+        if key not in hints:
+            typed[key] = value
+            continue
+        try:
+            typed[key] = pydantic.TypeAdapter(hints[key]).validate_python(value)
+        except pydantic.ValidationError:
+            wanted = getattr(hints[key], "__name__", str(hints[key]))
+            raise UserError(f"expert {name!r}: option {key}={value!r} is not a valid {wanted}") from None
+    return typed
 
 
 __all__ = ["EXPERTS", "EXPERT_TABLE", "Expert", "expert_class", "load_expert"]

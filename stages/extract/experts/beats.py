@@ -13,6 +13,7 @@ start exactly 62 patches apart, so frame times continue evenly from one window t
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,10 @@ def open_checkpoint(checkpoint: str | None, wanted: str, device: str, dtype: str
         )
     try:
         model, _ = load_beats(Path(checkpoint), device, DTYPES[dtype])
-    except (ValueError, RuntimeError, OSError) as err:  # wrong file, truncated file, other model
-        raise UserError(f"{checkpoint}: not a usable BEATs checkpoint ({str(err).splitlines()[0]})") from None
+    except (ValueError, RuntimeError, OSError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as err:
+        # wrong file, truncated file, other model, or a pickle with code in it (weights_only refuses it)
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{checkpoint}: not a usable BEATs checkpoint ({reason})") from None
     return model, Path(checkpoint)
 
 

@@ -23,7 +23,10 @@ HUB_ID = "iic/emotion2vec_plus_large"
 HOP, FIELD = 320, 400
 
 
-def _funasr_model(checkpoint: str | None, device: str) -> Any:
+def _funasr_model(checkpoint: str | None, device: str, trust_remote_code: bool) -> Any:
+    """FunASR's AutoModel for a model folder (or the hub id). FunASR merges the folder's config.yaml into its
+    arguments, and a folder may ask for `trust_remote_code` there (FunASR then imports its code and installs
+    its requirements.txt). The arguments given here win that merge, so --trust-remote-code alone decides."""
     if checkpoint is not None and not (Path(checkpoint) / "config.yaml").is_file():
         raise UserError(
             f"no emotion2vec model at {checkpoint} (a FunASR model folder with config.yaml and model.pt); "
@@ -38,12 +41,16 @@ def _funasr_model(checkpoint: str | None, device: str) -> Any:
         ) from None
     try:
         return AutoModel(
-            model=checkpoint or HUB_ID, device=device, disable_update=True, disable_pbar=True, disable_log=True
+            model=checkpoint or HUB_ID,
+            device=device,
+            disable_update=True,
+            disable_pbar=True,
+            disable_log=True,
+            trust_remote_code=trust_remote_code,
         )
-    except (OSError, AssertionError, KeyError, RuntimeError) as err:
-        raise UserError(
-            f"{checkpoint or HUB_ID}: not a usable emotion2vec model ({str(err).splitlines()[0]})"
-        ) from None
+    except Exception as err:  # noqa: BLE001 - FunASR raises whatever a malformed folder leads to
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{checkpoint or HUB_ID}: not a usable emotion2vec model ({reason})") from None
 
 
 class Emotion2VecExpert(Expert):
@@ -53,9 +60,15 @@ class Emotion2VecExpert(Expert):
     frame_rate = 16000 / HOP
     min_seconds = FIELD / 16000
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ) -> None:
         self.source = checkpoint or HUB_ID
-        self.model = _funasr_model(checkpoint, device)
+        self.model = _funasr_model(checkpoint, device, trust_remote_code)
         self.dim = int(self.model.model.cfg.get("embed_dim"))
 
     def frame_times(self, num_frames: int) -> np.ndarray:
@@ -78,9 +91,15 @@ class Emotion2VecProbsExpert(ClipExpert):
     sample_rate = 16000
     min_seconds = FIELD / 16000
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ) -> None:
         self.source = checkpoint or HUB_ID
-        self.model = _funasr_model(checkpoint, device)
+        self.model = _funasr_model(checkpoint, device, trust_remote_code)
         tokenizer = self.model.kwargs.get("tokenizer")
         if tokenizer is None or getattr(self.model.model, "proj", None) is None:
             raise UserError(f"{self.source}: this emotion2vec model has no classifier; use the `emotion2vec` expert")

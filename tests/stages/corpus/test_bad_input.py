@@ -13,6 +13,7 @@ from store_schema.reader import ShardStore
 from tests.conftest import cli
 
 RATE = 16000
+TURNS = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "a tone"}]
 
 
 def _sine(seconds: float, rate: int = RATE, hz: float = 300.0) -> np.ndarray:
@@ -46,7 +47,7 @@ def test_manifest_of_bad_and_odd_files(tmp_path):
         "long.flac",
     ]
     lines = [
-        json.dumps({"audio": f"audio/{n}", "messages": [{"role": "user", "content": "?"}], "task": "t"}) for n in names
+        json.dumps({"audio": f"audio/{n}", "messages": TURNS, "task": "t"}) for n in names
     ]
     lines.insert(3, "{not json")
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
@@ -109,7 +110,7 @@ def test_bad_tar_entries_get_status_codes_and_names(tmp_path):
     ]
     with wds.TarWriter(str(root / "x-000000.tar"), encoder=False) as tar:
         for key, audio in entries:
-            tar.write({"__key__": key, **audio, "json": json.dumps({"messages": [], "duration": 1.0}).encode()})
+            tar.write({"__key__": key, **audio, "json": json.dumps({"messages": TURNS, "duration": 1.0}).encode()})
     write_corpus(root, RATE, [ShardInfo("x-000000.tar", len(entries), 6.0)], "test")
 
     out = cli("extract", "--corpus", root, "--expert", "mel", "--workers", 0, "--no-progress").output

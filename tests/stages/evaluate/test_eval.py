@@ -73,7 +73,7 @@ def test_eval_score_rescores_saved_predictions_with_the_benchmarks_own_ids(mmau_
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
     cli("eval", "score", "--benchmark", "mmau", "--manifest", mmau_manifest, "--predictions", predictions)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "predictions-scored" / "metrics.json").read_text())
     assert metrics["n"] == 1000 and metrics["unanswered"] == 800
     assert metrics["accuracy"] == pytest.approx(0.1)
     assert metrics["accuracy_parsed"] == pytest.approx(0.1)

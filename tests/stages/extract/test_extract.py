@@ -11,6 +11,8 @@ from store_schema.reader import ShardStore
 from tests.conftest import cli
 
 
+TURNS = [{"role": "user", "content": "Which note?"}, {"role": "assistant", "content": "A4"}]
+
 def test_extract_then_check_on_three_shards(extracted_corpus):
     corpus = read_corpus(extracted_corpus)
     assert len(corpus.shards) == 3
@@ -47,7 +49,7 @@ def test_stats_from_partial_sums_equal_a_recomputation(extracted_corpus, tmp_pat
 def test_a_440_hz_tone_is_stored_within_20_cents(tmp_path):
     t = np.arange(32000) / 16000
     sf.write(tmp_path / "a4.wav", 0.3 * np.sin(2 * np.pi * 440.0 * t), 16000, subtype="FLOAT")
-    (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "a4.wav", "task": "tone"}) + "\n")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "a4.wav", "task": "tone", "messages": TURNS}) + "\n")
     cli("shard", "--manifest", tmp_path / "m.jsonl", "--out", tmp_path / "c")
     cli("extract", "--corpus", tmp_path / "c", "--expert", "mel,pitch", "--workers", 0, "--no-progress")
     pitch = ShardStore(tmp_path / "c" / "train-000000.zarr").expert("pitch")

@@ -1,0 +1,125 @@
+"""Checkpoints that resume exactly and are checked before anything in them is loaded.
+
+RUN/checkpoints/
+  stepNNNNNNN/           DeepSpeed's own files (model and ZeRO optimizer states, client state)
+    rng-rank{r}.json     each rank's Python, NumPy and torch RNG states, as plain JSON (no pickle)
+    manifest.json        sha256 and size of every file above, written by rank 0 once all ranks are done
+  latest                 the tag to resume from: written last, so a kill mid-save leaves the previous one
+
+DeepSpeed reads its state files with pickle, which runs code a planted file carries. A run directory
+must therefore be trusted like code; the manifest at least refuses files altered or truncated after the
+save, and the RNG state is never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pipeline.errors import UserError
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy and torch (CPU) RNG states as JSON values."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def save_checkpoint(engine: Any, checkpoints: Path, step: int, client_state: dict[str, Any], rank: int) -> str:
+    """DeepSpeed's checkpoint, each rank's RNG state, then (rank 0) the manifest, then `latest`."""
+    tag = f"step{step:07d}"
+    engine.save_checkpoint(str(checkpoints), tag=tag, client_state=client_state, save_latest=False)
+    _write_atomic(checkpoints / tag / f"rng-rank{rank}.json", json.dumps(rng_state()))
+    if dist.is_initialized():
+        dist.barrier()  # every rank's files are on disk before the manifest lists them
+    if rank == 0:
+        folder = checkpoints / tag
+        files = {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in _files(folder)}
+        _write_atomic(folder / MANIFEST, json.dumps({"tag": tag, "files": files}, indent=1))
+        _write_atomic(checkpoints / LATEST, tag)
+    if dist.is_initialized():
+        dist.barrier()
+    return tag
+
+
+def verified_tag(checkpoints: Path, rank: int) -> str:
+    """The tag `latest` names, once every file this rank will read matches the manifest written at save.
+
+    Raises UserError naming the file and what is wrong: no `latest`, a missing tag folder or manifest,
+    a file missing, truncated or altered, or a file the manifest does not list."""
+    latest = checkpoints / LATEST
+    if not latest.is_file():
+        raise UserError(f"{latest}: no such file; the run has no complete checkpoint to resume from")
+    tag = latest.read_text().strip()
+    folder = checkpoints / tag
+    if not tag or "/" in tag or not folder.is_dir():
+        raise UserError(f"{latest} names checkpoint {tag!r}, which does not exist in {checkpoints}")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        what = type(e).__name__
+        raise UserError(f"{folder / MANIFEST}: missing or unreadable ({what}); cannot verify {tag}") from None
+    listed = set(manifest)
+    present = {str(p.relative_to(folder)) for p in _files(folder)}
+    if present - listed:
+        unlisted = ", ".join(sorted(present - listed))
+        raise UserError(f"{folder}: files the checkpoint's manifest does not list: {unlisted}")
+    rng = f"rng-rank{rank}.json"
+    if rng not in listed:
+        raise UserError(f"{folder}: no {rng}; this checkpoint was written by fewer ranks than this run has")
+    for name, entry in sorted(manifest.items()):
+        other_rank = "zero_pp_rank_" in name and f"zero_pp_rank_{rank}_" not in name
+        if other_rank or (name.startswith("rng-rank") and name != rng):
+            continue  # another rank's own file: that rank checks it
+        path = folder / name
+        if not path.is_file():
+            raise UserError(f"{path}: missing from checkpoint {tag}")
+        if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            raise UserError(f"{path}: differs from what was saved (truncated or altered); refusing to load it")
+    return tag
+
+
+def load_rng(checkpoints: Path, tag: str, rank: int) -> None:
+    set_rng_state(json.loads((checkpoints / tag / f"rng-rank{rank}.json").read_text()))

@@ -151,18 +151,19 @@ def load_asr(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[
 
 def load_synth(corpus_dir: Path) -> list[EvalItem]:
     """The clips of a synth corpus (use a held-out seed: `coat-pipe synth --seed 1 --name heldout`)."""
-    from store_schema.corpus import iter_tar_samples, read_corpus, sample_audio
+    from store_schema.corpus import conversation_turns, iter_tar_samples, read_corpus, sample_audio, sample_meta
 
     corpus = read_corpus(corpus_dir)
     items = []
     for shard in corpus.shards:
         for raw in iter_tar_samples(corpus.tar_path(shard)):
-            meta = json.loads(raw["json"])
-            question = next(m["content"] for m in meta["messages"] if m["role"] == "user")
-            answer = next(m["content"] for m in meta["messages"] if m["role"] == "assistant")
+            try:  # a sample without a usable conversation is an unanswerable item, named, never a crash
+                meta = sample_meta(raw, f"{corpus.tar_path(shard)}: {raw['__key__']}")
+                (question, answer), problem = conversation_turns(meta["messages"]), None
+            except ValueError as e:
+                meta, (question, answer), problem = {}, ("", ""), str(e)
             item = EvalItem(raw["__key__"], sample_audio(raw), question, answer, groups={"task": meta.get("task", "")})
-            if item.audio is None:
-                item.problem = "no audio entry in the tar sample"
+            item.problem = problem or (None if item.audio is not None else "no audio entry in the tar sample")
             items.append(item)
     return items
 

@@ -112,10 +112,12 @@ def _refuse_stale(corpus: CorpusInfo, shards: list[ShardInfo], specs: list[Exper
 class _ShardJob:
     """One locked shard in progress: its keys and one writer per expert."""
 
-    def __init__(self, corpus: CorpusInfo, shard: ShardInfo, specs: list[ExpertSpec], config: ExtractConfig) -> None:
+    def __init__(
+        self, corpus: CorpusInfo, shard: ShardInfo, keys: list[str], specs: list[ExpertSpec], config: ExtractConfig
+    ) -> None:
         self.shard = shard
         tar = corpus.tar_path(shard)
-        self.keys = read_tar_keys(tar)
+        self.keys = keys
         store = ensure_shard_store(tar, self.keys, config.store_rate)
         remove_temp_groups(store)
         run_config = config_dict(config)
@@ -269,6 +271,19 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
         ) from None
 
 
+def tar_keys(corpus: CorpusInfo, shards: list[ShardInfo]) -> dict[str, list[str]]:
+    """Each shard's keys from its tar headers; a damaged tar or a count that disagrees with corpus.json stops
+    the run before anything is written."""
+    keys = {}
+    for shard in shards:
+        keys[shard.name] = read_tar_keys(corpus.tar_path(shard))
+        if len(keys[shard.name]) != shard.samples:
+            raise UserError(
+                f"{corpus.tar_path(shard)}: holds {len(keys[shard.name])} samples, corpus.json lists {shard.samples}"
+            )
+    return keys
+
+
 def refuse_links_out(corpus: CorpusInfo) -> None:
     """The folders extract writes into must lie in the corpus: a planted link would carry writes elsewhere."""
     written = [corpus.root / name for name in (STATS_DIR, "logs", LOCK_DIR)]
@@ -284,6 +299,7 @@ def _run_extract(config: ExtractConfig, corpus: CorpusInfo) -> ExtractSummary:
     specs = {e.name: e.spec(config.store_rate) for e in experts}
     index, count = worker_slice(config)
     mine = list(corpus.shards[index::count])
+    keys = tar_keys(corpus, mine)  # every tar of the slice read to its end before any work
     _refuse_stale(corpus, mine, list(specs.values()), config)
     summary = ExtractSummary(status={name: Counter() for name in specs})
 
@@ -303,7 +319,7 @@ def _run_extract(config: ExtractConfig, corpus: CorpusInfo) -> ExtractSummary:
                 if current and not (config.overwrite and shard.name not in summary.shards_done):
                     summary.shards_skipped.append(shard.name)
                     continue
-                jobs.append(_ShardJob(corpus, shard, list(specs.values()), config))
+                jobs.append(_ShardJob(corpus, shard, keys[shard.name], list(specs.values()), config))
             if jobs:
                 _process(corpus, jobs, experts, specs, config, summary)
         still_waiting += waiting[1:] if blocking else []

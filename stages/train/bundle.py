@@ -47,16 +47,19 @@ def load_bundle(path: Path | str, backbone: str | None = None, model_path: str |
     config_file = path / "config.yaml"
     if not config_file.is_file():
         raise UserError(f"{path} is not a coat-pipe model bundle (no config.yaml); bundles are written to RUN/final/")
-    meta = yaml.safe_load(config_file.read_text())
-    config = ModelConfig.model_validate(meta["model"])
+    try:
+        meta = yaml.safe_load(config_file.read_text())
+        config = ModelConfig.model_validate(meta["model"])
+        meta["backbone"], meta["think_ids"]  # noqa: B018 - present, or the bundle is damaged
+        targets = json.loads((path / "targets.json").read_text())
+    except (OSError, yaml.YAMLError, ValueError, KeyError, TypeError) as e:  # pydantic's error is a ValueError
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{path}: a damaged model bundle ({type(e).__name__}: {reason})") from None
     if model_path is not None:
         config = config.model_copy(update={"model_path": model_path})
     if backbone is not None and backbone.removeprefix("tiny-") != meta["backbone"]:
         raise UserError(f"{path} was trained on {meta['backbone']}, not {backbone}; load it with its own backbone")
-    specs = {
-        e: TargetSpec.from_stats(d | {"frames": d["frames"], "clip": d["clip"]})
-        for e, d in json.loads((path / "targets.json").read_text()).items()
-    }
+    specs = {e: TargetSpec.from_stats(d | {"frames": d["frames"], "clip": d["clip"]}) for e, d in targets.items()}
     base_backbone, source, model, processor, think = CoatModel.load_base(config)
     if (think.all if think else None) != meta["think_ids"]:
         raise UserError(f"{path}: the base tokenizer gives other ids to the thinking tokens than training did")

@@ -82,8 +82,9 @@ class TrainConfig(BaseModel):
 
 
 # Settings a resumed run may change: none of them alters what the steps already taken computed.
-# (`ds_config` is a path; the DeepSpeed settings it yields are compared on their own.)
-RESUMABLE_CHANGES = ("steps", "save_every", "log_every", "num_workers", "resume", "ds_config")
+# (`ds_config` is a path; the DeepSpeed settings it yields are compared on their own. `out` changes
+# when a run directory is moved.)
+RESUMABLE_CHANGES = ("steps", "save_every", "log_every", "num_workers", "resume", "ds_config", "out")
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -101,7 +102,7 @@ def settings_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[li
     old, new = _flatten(saved), _flatten(current)
     refused, allowed = [], {}
     for key in sorted(set(old) | set(new)):
-        if old.get(key) == new.get(key):
+        if old.get(key) == new.get(key) or key == "resume":
             continue
         if key in RESUMABLE_CHANGES:
             allowed[key] = new.get(key)

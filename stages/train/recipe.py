@@ -54,6 +54,7 @@ from store_schema.corpus import read_corpus
 from store_schema.layout import STATS_DIR
 
 T = TypeVar("T")
+LAUNCHER_FILE = "hostfile"
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -126,9 +127,17 @@ def stop_if_not_finite(loss: torch.Tensor, step: int, keys: list[str], rank: int
 
 def drop_rows_after(log: Path, last_step: int) -> None:
     """Keep the JSONL rows whose "step" is at most `last_step`."""
-    if log.is_file():
-        rows = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-        log.write_text("".join(row + "\n" for row in rows))
+    if not log.is_file():
+        return
+    kept = []
+    for number, line in enumerate(log.read_text().splitlines(), 1):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{log}: line {number} is not a log row with a step; the run's logs were edited") from None
+        if step <= last_step:
+            kept.append(line)
+    log.write_text("".join(row + "\n" for row in kept))
 
 
 def uses_gpu() -> bool:
@@ -160,7 +169,8 @@ def check_run_dir(cfg: TrainConfig, ds_config: dict[str, Any]) -> dict[str, Any]
     run = cfg.out
     if run.exists() and not run.is_dir():
         raise UserError(f"--out {run} is a file, not a run directory")
-    held = sorted(p.name for p in run.iterdir()) if run.is_dir() else []
+    # launch/train.sh writes the allocation's hostfile into the run before training starts
+    held = sorted(p.name for p in run.iterdir() if p.name != LAUNCHER_FILE) if run.is_dir() else []
     if not held:
         return {}
     if not cfg.resume:
@@ -233,15 +243,15 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         _, client = engine.load_checkpoint(str(checkpoints), tag=tag)
         epoch, batch_in_epoch = client["epoch"], client["batch_in_epoch"]
         load_rng(checkpoints, tag, rank)
-        if is_main and resumed_changes:
-            with open(run / "resumes.jsonl", "a") as f:  # config.yaml stays the record of the first steps
-                f.write(json.dumps({"step": engine.global_steps, "changed": resumed_changes}) + "\n")
-        if is_main:
-            console.print(f"resumed from {tag}: step {engine.global_steps}, epoch {epoch}, batch {batch_in_epoch}")
     # Steps logged after the checkpoint (or, with none, by a run killed before its first) are redone: drop them.
     drop_rows_after(run / f"batches-rank{rank}.jsonl", engine.global_steps - 1)
     if is_main:
         drop_rows_after(run / "metrics.jsonl", engine.global_steps)
+    if is_main and tag is not None:
+        if resumed_changes:
+            with open(run / "resumes.jsonl", "a") as f:  # config.yaml stays the record of the first steps
+                f.write(json.dumps({"step": engine.global_steps, "changed": resumed_changes}) + "\n")
+        console.print(f"resumed from {tag}: step {engine.global_steps}, epoch {epoch}, batch {batch_in_epoch}")
 
     def save(step: int) -> None:
         client = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step}

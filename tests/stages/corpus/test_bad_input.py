@@ -46,9 +46,7 @@ def test_manifest_of_bad_and_odd_files(tmp_path):
         "speech.mp3",
         "long.flac",
     ]
-    lines = [
-        json.dumps({"audio": f"audio/{n}", "messages": TURNS, "task": "t"}) for n in names
-    ]
+    lines = [json.dumps({"audio": f"audio/{n}", "messages": TURNS, "task": "t"}) for n in names]
     lines.insert(3, "{not json")
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
 

@@ -1,4 +1,4 @@
-"""Untrained bundles of every tiny backbone (saved and loaded the way training writes them)."""
+"""Untrained bundles of every tiny backbone (saved and loaded the way training writes them); MMAU metadata."""
 
 import json
 from pathlib import Path
@@ -9,6 +9,7 @@ from stages.train.bundle import save_bundle
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec
+from tests.conftest import SHARED_DATA
 
 
 def _specs(corpus: Path) -> dict[str, TargetSpec]:
@@ -31,3 +32,12 @@ def make_run(extracted_corpus, tmp_path_factory):
         return made[(backbone, no_think)]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mmau_manifest() -> Path:
+    """The MMAU test-mini metadata from ../shared/data (see its README)."""
+    path = SHARED_DATA / "benchmarks" / "mmau-test-mini.json"
+    if not path.is_file():
+        pytest.skip(f"MMAU test-mini metadata not found at {path}")
+    return path

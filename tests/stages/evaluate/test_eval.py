@@ -7,16 +7,7 @@ import pytest
 import soundfile as sf
 
 from stages.evaluate.benchmarks import load_benchmark
-from tests.conftest import SHARED_DATA, cli
-
-MMAU = SHARED_DATA / "benchmarks" / "mmau-test-mini.json"
-
-
-@pytest.fixture(scope="module")
-def mmau_manifest():
-    if not MMAU.is_file():
-        pytest.skip(f"MMAU test-mini metadata not found at {MMAU}")
-    return MMAU
+from tests.conftest import cli
 
 
 def _tone(path, seconds=1.5, rate=22050):

@@ -10,8 +10,8 @@ from store_schema.corpus import iter_tar_samples, read_corpus
 from store_schema.reader import ShardStore
 from tests.conftest import cli
 
-
 TURNS = [{"role": "user", "content": "Which note?"}, {"role": "assistant", "content": "A4"}]
+
 
 def test_extract_then_check_on_three_shards(extracted_corpus):
     corpus = read_corpus(extracted_corpus)

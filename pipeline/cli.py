@@ -483,6 +483,31 @@ def bench_extract(
     out.print(f"ratio full / bare throughput: [bold]{result['ratio']:.3f}[/]")
 
 
+@bench_app.command("check")
+@user_errors
+def bench_check(
+    corpus: Annotated[Path | None, typer.Argument(help="An extracted corpus (default: a synthetic one).")] = None,
+    clips: Annotated[int, typer.Option(help="Synthetic clips, when no corpus is given.", min=1)] = 600,
+    expert: Annotated[str, typer.Option(help="Experts extracted into the synthetic corpus.")] = "mel,pitch",
+) -> None:
+    """`store check` full (every value, every tar sample) against --quick (structure), in this process.
+
+    Example: [bold]coat-pipe bench check[/]; [bold]coat-pipe bench check data/train[/]
+    """
+    from stages.extract.bench_check import bench_check as run_bench
+
+    r = run_bench(corpus, clips, expert.split(","))
+    if r["findings"]:
+        raise UserError(f"{corpus}: the store has problems; run coat-pipe store check first")
+    rows = [
+        ("--quick (structure)", f"{r['quick_seconds']:.2f}", f"{r['quick_s_per_audio_hour']:.2f}"),
+        ("full (every value and sample)", f"{r['full_seconds']:.2f}", f"{r['full_s_per_audio_hour']:.2f}"),
+    ]
+    title = f"bench check: {r['clips']} clips, {r['audio_hours']:.3f} h of audio"
+    print_table(title, ["mode", "wall s", "s / audio-h"], rows)
+    out.print(f"ratio full / quick: [bold]{r['ratio']:.2f}[/]")
+
+
 @bench_app.command("train")
 @user_errors
 def bench_train(

@@ -437,8 +437,10 @@ def store_stats(
     from store_schema.corpus import read_corpus
     from store_schema.layout import shard_store_path
     from store_schema.reader import ShardStore
+    from store_schema.writer import refuse_links_out
 
     info = read_corpus(corpus)
+    refuse_links_out(info)
     first = shard_store_path(info.tar_path(info.shards[0]))
     names = expert.split(",") if expert else (ShardStore(first).experts() if first.is_dir() else [])
     if not names:

@@ -20,6 +20,7 @@ import zarr
 
 from pipeline.errors import UserError
 from store_schema.codecs import FRAME_CODEC
+from store_schema.corpus import CorpusInfo
 from store_schema.layout import (
     CLIP,
     FRAME_CHUNK,
@@ -28,6 +29,7 @@ from store_schema.layout import (
     LOCK_DIR,
     OFFSETS,
     SCHEMA_VERSION,
+    STATS_DIR,
     STATUS,
     TMP_MARK,
     ExpertSpec,
@@ -36,6 +38,15 @@ from store_schema.layout import (
     shard_store_path,
 )
 from store_schema.stats import RunningStats, stats_mask
+
+
+def refuse_links_out(corpus: CorpusInfo) -> None:
+    """The folders the store is written into must lie in the corpus: a planted link would carry writes elsewhere."""
+    written = [corpus.root / name for name in (STATS_DIR, "logs", LOCK_DIR)]
+    written += [shard_store_path(corpus.tar_path(s)) for s in corpus.shards]
+    linked = [p for p in written if p.is_symlink()]
+    if linked:
+        raise UserError(f"{linked[0]} is a symbolic link; the store is written only inside {corpus.root}")
 
 
 @contextmanager

@@ -31,8 +31,8 @@ from stages.extract.loader import DecodedClip, clip_loader, length_batches
 from stages.extract.pooling import pool_clip, pool_to_store_rate
 from store_schema.check import finalize_stats
 from store_schema.corpus import CorpusInfo, ShardInfo, read_corpus, read_tar_keys
-from store_schema.layout import LOCK_DIR, SCHEMA_VERSION, STATS_DIR, ExpertSpec, Status, shard_store_path
-from store_schema.writer import ExpertGroupWriter, ensure_shard_store, remove_temp_groups, shard_lock
+from store_schema.layout import SCHEMA_VERSION, ExpertSpec, Status, shard_store_path
+from store_schema.writer import ExpertGroupWriter, ensure_shard_store, refuse_links_out, remove_temp_groups, shard_lock
 
 WINDOW_BATCHES = 4  # clips gathered before sorting by length: a few batches' worth
 
@@ -282,15 +282,6 @@ def tar_keys(corpus: CorpusInfo, shards: list[ShardInfo]) -> dict[str, list[str]
                 f"{corpus.tar_path(shard)}: holds {len(keys[shard.name])} samples, corpus.json lists {shard.samples}"
             )
     return keys
-
-
-def refuse_links_out(corpus: CorpusInfo) -> None:
-    """The folders extract writes into must lie in the corpus: a planted link would carry writes elsewhere."""
-    written = [corpus.root / name for name in (STATS_DIR, "logs", LOCK_DIR)]
-    written += [shard_store_path(corpus.tar_path(s)) for s in corpus.shards]
-    linked = [p for p in written if p.is_symlink()]
-    if linked:
-        raise UserError(f"{linked[0]} is a symbolic link; extract writes only inside {corpus.root}")
 
 
 def _run_extract(config: ExtractConfig, corpus: CorpusInfo) -> ExtractSummary:

@@ -21,9 +21,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import deepspeed
 import numpy as np
@@ -38,7 +36,7 @@ from pipeline.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
 from stages.train.bundle import save_bundle
 from stages.train.checkpoint import LATEST, load_rng, save_checkpoint, verified_tag
-from stages.train.config import TrainConfig, settings_changes
+from stages.train.config import TrainConfig
 from stages.train.data import (
     PlannedBatches,
     batch_loader,
@@ -49,12 +47,14 @@ from stages.train.data import (
     usable_items,
 )
 from stages.train.model import CoatModel
-from stages.train.stop_signal import StopSignal
+from stages.train.run_dir import check_run_dir, drop_rows_after
+from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
 from store_schema.corpus import read_corpus
 from store_schema.layout import STATS_DIR
 
-T = TypeVar("T")
-LAUNCHER_FILE = "hostfile"
+
+def uses_gpu() -> bool:
+    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -106,96 +106,6 @@ def warmup_cosine(cfg: TrainConfig):  # noqa: ANN201 - LambdaLR's multiplier
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def stop_if_not_finite(loss: torch.Tensor, step: int, keys: list[str], rank: int, device: torch.device) -> None:
-    """Every rank stops when any rank's loss is NaN or Inf: training on would write a NaN model and report
-    success. One tiny all-reduce per micro-step, so that all ranks agree and none waits on the others."""
-    finite = torch.isfinite(loss.detach()).to(device=device, dtype=torch.int32).reshape(1)
-    agreed = finite.clone()
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-    if bool(agreed.item()):
-        return
-    if not bool(finite.item()):
-        raise UserError(
-            f"step {step + 1}: the loss is {loss.item()} on rank {rank}, for the clips {', '.join(keys)}; "
-            "stopped without saving (check their targets with `coat-pipe store check`)"
-        )
-    raise UserError(f"step {step + 1}: another rank's loss is not finite (its message names the clips); stopped")
-
-
-def drop_rows_after(log: Path, last_step: int) -> None:
-    """Keep the JSONL rows whose "step" is at most `last_step`."""
-    if not log.is_file():
-        return
-    kept = []
-    for number, line in enumerate(log.read_text().splitlines(), 1):
-        try:
-            step = json.loads(line)["step"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{log}: line {number} is not a log row with a step; the run's logs were edited") from None
-        if step <= last_step:
-            kept.append(line)
-    log.write_text("".join(row + "\n" for row in kept))
-
-
-def uses_gpu() -> bool:
-    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
-
-
-def agreed(check: Callable[[], T], device: torch.device) -> T:
-    """Run a check on every rank; if it raises a UserError on any rank, every rank raises, so that no rank
-    goes on to wait in a collective for one that has stopped."""
-    try:
-        result, failure = check(), None
-    except UserError as e:
-        result, failure = None, e
-    ok = torch.tensor([0 if failure else 1], dtype=torch.int32, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    if failure is not None:
-        raise failure
-    if not ok.item():
-        raise UserError("another rank refused the checkpoint (its message says why); stopped")
-    return result  # type: ignore[return-value]
-
-
-def check_run_dir(cfg: TrainConfig, ds_config: dict[str, Any]) -> dict[str, Any]:
-    """Refuse to start where a run's record would be overwritten or mixed with another's.
-
-    Returns the settings a resume changes that may change (steps, cadences, workers). Every rank calls
-    this before any rank writes, so every rank stops on the same finding."""
-    run = cfg.out
-    if run.exists() and not run.is_dir():
-        raise UserError(f"--out {run} is a file, not a run directory")
-    # launch/train.sh writes the allocation's hostfile into the run before training starts
-    held = sorted(p.name for p in run.iterdir() if p.name != LAUNCHER_FILE) if run.is_dir() else []
-    if not held:
-        return {}
-    if not cfg.resume:
-        raise UserError(
-            f"{run} is not empty (holds {', '.join(held[:4])}); pass --resume to continue the run it holds, "
-            "or choose another --out"
-        )
-    if not (run / "config.yaml").is_file():
-        raise UserError(f"{run} holds files but no config.yaml: it is not a coat-pipe run; choose another --out")
-    if (run / "final").exists() and not (run / "checkpoints" / LATEST).is_file():
-        raise UserError(f"{run} holds a finished run (final/) whose checkpoints are gone; choose another --out")
-    try:
-        saved = yaml.safe_load((run / "config.yaml").read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{run / 'config.yaml'}: not valid YAML ({e})") from None
-    refused, allowed = settings_changes(saved if isinstance(saved, dict) else {}, config_dict(cfg))
-    saved_ds = run / "ds_config.json"
-    if saved_ds.is_file() and json.loads(saved_ds.read_text()) != ds_config:
-        refused.append(f"the DeepSpeed settings (see {saved_ds})")
-    if refused:
-        raise UserError(
-            f"{run} was trained with other settings; a resume must keep them ({'; '.join(refused)}). "
-            "Only steps, save_every, log_every and num_workers may change."
-        )
-    return allowed
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:

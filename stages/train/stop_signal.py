@@ -1,4 +1,5 @@
-"""Stop training cleanly on SIGTERM or SIGUSR1: every rank checkpoints at the same step, then exits.
+"""Every rank stops together: on SIGTERM or SIGUSR1 at the same step with a checkpoint, and on a
+failed check or a non-finite loss at once, so that no rank waits in a collective for one that stopped.
 
 SLURM sends SIGUSR1 ahead of the time limit (`--signal`) and SIGTERM on preemption or `scancel`;
 DeepSpeed's launcher passes SIGTERM on to its ranks. A rank that is signalled only sets a flag; the
@@ -9,10 +10,16 @@ and save one consistent checkpoint instead of dying mid-step.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from pipeline.errors import UserError
+
+T = TypeVar("T")
 
 # sysexits' EX_TEMPFAIL: "try again later". The run stopped at a checkpoint; the same command with
 # --resume continues it. launch/train.sh reads this code to decide whether to requeue the job.
@@ -51,3 +58,37 @@ def ignore_stop_signals(_worker_id: int) -> None:
     which shuts its workers down when it exits."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def agreed(check: Callable[[], T], device: torch.device) -> T:
+    """Run a check on every rank; if it raises a UserError on any rank, every rank raises, so that no rank
+    goes on to wait in a collective for one that has stopped."""
+    try:
+        result, failure = check(), None
+    except UserError as e:
+        result, failure = None, e
+    ok = torch.tensor([0 if failure else 1], dtype=torch.int32, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    if failure is not None:
+        raise failure
+    if not ok.item():
+        raise UserError("another rank refused the checkpoint (its message says why); stopped")
+    return result  # type: ignore[return-value]
+
+
+def stop_if_not_finite(loss: torch.Tensor, step: int, keys: list[str], rank: int, device: torch.device) -> None:
+    """Every rank stops when any rank's loss is NaN or Inf: training on would write a NaN model and report
+    success. One tiny all-reduce per micro-step, so that all ranks agree and none waits on the others."""
+    finite = torch.isfinite(loss.detach()).to(device=device, dtype=torch.int32).reshape(1)
+    agreed = finite.clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+    if bool(agreed.item()):
+        return
+    if not bool(finite.item()):
+        raise UserError(
+            f"step {step + 1}: the loss is {loss.item()} on rank {rank}, for the clips {', '.join(keys)}; "
+            "stopped without saving (check their targets with `coat-pipe store check`)"
+        )
+    raise UserError(f"step {step + 1}: another rank's loss is not finite (its message names the clips); stopped")

@@ -150,3 +150,13 @@ def test_disk_full(synth_corpus, small_fs, tmp_path):
     error_line(result, 2, "No space left on device")
     assert {p: p.read_bytes() for p in before} == before  # the corpus itself is untouched
     assert read_corpus(corpus).samples == 18
+
+
+def test_store_stats_does_not_write_through_a_planted_link(extracted_corpus, tmp_path):
+    corpus = copy_corpus(extracted_corpus, tmp_path / "c")
+    outside = tmp_path / "outside"
+    (corpus / "stats").rename(outside)
+    (corpus / "stats").symlink_to(outside)
+    before = tree_state(corpus, outside)
+    error_line(cli("store", "stats", corpus, expect=2), 2, corpus / "stats", "symbolic link")
+    assert tree_state(corpus, outside) == before

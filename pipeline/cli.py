@@ -354,6 +354,32 @@ def train(
         )
 
 
+@app.command()
+@user_errors
+def export(
+    run: Annotated[Path, typer.Option("--run", help="A training run (its final/ bundle is exported).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="A new or empty folder for the exported model.")],
+    adapter_only: Annotated[
+        bool, typer.Option("--adapter-only", help="A PEFT adapter folder instead of merged weights.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a folder that is not empty.")] = False,
+) -> None:
+    """A trained run as a plain Hugging Face model folder: merged safetensors, tokenizer with the block's
+    tokens, and a chat template whose generation prompt ends with the thinking block.
+
+    transformers loads it with the backbone's own class and AutoProcessor, no project code, no remote
+    code; engines that read a model folder and its template serve it unchanged. --adapter-only writes
+    LoRA + the block's token rows for peft's PeftModel.from_pretrained on the base model instead.
+
+    Example: [bold]coat-pipe export --run runs/coat --out models/coat-qwen2-audio[/]
+    """
+    from stages.export.folder import export_run
+
+    result = export_run(run, out_dir, adapter_only, overwrite)
+    kind = "PEFT adapter" if adapter_only else "merged model"
+    out.print(f"{kind} → {result['out']}: {result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f} s")
+
+
 @store_app.command("check")
 @user_errors
 def store_check(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from pipeline.errors import UserError
@@ -41,7 +42,7 @@ class Answer:
 
 
 def bundle_dir(run: Path) -> Path:
-    """A run directory's `final/`, or the bundle folder itself."""
+    """A run directory's `final/`, or the bundle folder itself; a one-line error for anything else."""
     for candidate in (run / "final", run):
         if (candidate / "config.yaml").is_file() and (candidate / "adapter").is_dir():
             return candidate
@@ -52,12 +53,17 @@ def for_inference(model: CoatModel, device: str | torch.device = "cpu") -> CoatM
     """On `device`, in eval mode, with LoRA and the block's token rows merged into the base weights:
     the same numbers, without the adapters' extra work at every decoding step."""
     model = model.to(torch.device(device)).eval()
-    model.model.merge_adapter()
+    if isinstance(model.model, PeftModel):  # an export's merged model has nothing to merge
+        model.model.merge_adapter()
     return model
 
 
 def load_run(run: Path, device: str = "cpu", model_path: str | None = None) -> CoatModel:
-    """A run's bundle, ready to answer."""
+    """A run's bundle, or a folder written by `coat-pipe export`, ready to answer."""
+    from stages.export.load import is_export, load_export
+
+    if is_export(run):
+        return for_inference(load_export(run), device)
     return for_inference(load_bundle(bundle_dir(run), model_path=model_path), device)
 
 

@@ -55,7 +55,7 @@ class CoatModel(nn.Module):
         config: ModelConfig,
         backbone: Backbone,
         source: str,
-        model: PeftModel,
+        model: PeftModel | PreTrainedModel,  # a plain model: an export with the adapters merged in
         processor: ProcessorMixin,
         think: ThinkIds | None,
         specs: dict[str, TargetSpec],
@@ -63,7 +63,7 @@ class CoatModel(nn.Module):
         super().__init__()
         self.config, self.backbone, self.source = config, backbone, source
         self.model, self.processor, self.think, self.specs = model, processor, think, specs
-        base = model.get_base_model()
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
         self.think_layer = config.resolved_think_layer(backbone.num_layers(base))
         hidden, k = backbone.hidden_size(base), config.think_tokens
         self.heads = nn.ModuleDict()

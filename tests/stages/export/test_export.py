@@ -1,0 +1,176 @@
+"""`coat-pipe export`: a trained run leaves the project as a plain model folder that transformers (and peft)
+load on their own, with the same prompt and the same greedy answers as `coat-pipe generate`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from stages.evaluate.answer import answer, load_run
+from stages.train.bundle import save_bundle
+from stages.train.config import ModelConfig
+from stages.train.model import CoatModel
+from stages.train.targets import TargetSpec
+from tests.conftest import cli, subprocess_env
+from tests.refusals import error_line, tree_state
+from tests.stages.train.conftest import TINY
+
+QUESTION = "Is the pitch rising or falling?"
+CLASSES = {
+    "tiny-qwen2-audio": "Qwen2AudioForConditionalGeneration",
+    "tiny-af3": "AudioFlamingo3ForConditionalGeneration",
+    "tiny-qwen2.5-omni": "Qwen2_5OmniThinkerForConditionalGeneration",
+}
+
+# Plain transformers in a fresh process: the backbone's own class and AutoProcessor, nothing of coat-pipe.
+# (Qwen2.5-Omni's AutoProcessor needs torchvision, whose PyPI builds do not load beside this CPU torch:
+# there the script builds the same processor class without its image and video parts.)
+PLAIN = """
+import json, sys
+import numpy as np, torch, transformers
+from transformers import AutoProcessor
+folder, wave_file, question, cls = sys.argv[1:5]
+try:
+    processor = AutoProcessor.from_pretrained(folder)
+    if not isinstance(processor, transformers.ProcessorMixin):  # Omni without torchvision: a bare tokenizer
+        raise ImportError("no torchvision")
+except (ImportError, AttributeError):
+    from pathlib import Path
+    from transformers import AutoTokenizer, Qwen2_5OmniProcessor, WhisperFeatureExtractor
+    class AudioOnly(Qwen2_5OmniProcessor):
+        def check_argument_for_proper_class(self, name, argument):
+            return None if argument is None else super().check_argument_for_proper_class(name, argument)
+    processor = AudioOnly(image_processor=None, video_processor=None,
+        feature_extractor=WhisperFeatureExtractor.from_pretrained(folder),
+        tokenizer=AutoTokenizer.from_pretrained(folder),
+        chat_template=(Path(folder) / "chat_template.jinja").read_text())
+model = getattr(transformers, cls).from_pretrained(folder).eval()
+conversation = [{"role": "user", "content": [{"type": "audio", "audio": "clip"}, {"type": "text", "text": question}]}]
+text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+inputs = processor(text=[text], audio=[np.load(wave_file)], sampling_rate=16000, return_tensors="pt")
+inputs.pop("num_audio_tokens", None)
+with torch.inference_mode():
+    out = model.generate(**inputs, max_new_tokens=12)  # greedy, block suppressed, eos: generation_config.json
+ours = [m for m in sys.modules if m.split(".")[0] in ("pipeline", "stages", "store_schema", "tests")]
+print(json.dumps({"prompt": inputs["input_ids"][0].tolist(), "new": out[0, inputs["input_ids"].shape[1]:].tolist(),
+                  "project_modules": ours}))
+"""
+
+
+def _specs() -> dict[str, TargetSpec]:
+    stats = {"mean": [0.0] * 3, "std": [1.0] * 3, "count": [1.0] * 3}
+    fields = {"expert": "mel", "kind": "spectrum", "dim": 3, "fingerprint": "0" * 16}
+    return {"mel": TargetSpec.from_stats(fields | {"frames": stats, "clip": stats})}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """trained_run(backbone, no_think=False): a bundle whose LoRA and block rows moved away from their init
+    (so merging them matters), saved as training saves it."""
+    made = {}
+
+    def make(backbone: str, no_think: bool = False) -> Path:
+        if (backbone, no_think) not in made:
+            torch.manual_seed(1)
+            model = CoatModel.build(ModelConfig(backbone=backbone, think_tokens=4, no_think=no_think), _specs())
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    if parameter.requires_grad:
+                        parameter.add_(0.05 * torch.randn_like(parameter))
+            run = tmp_path_factory.mktemp(f"run-{backbone}-{no_think}")
+            save_bundle(model, run / "final")
+            (run / "config.yaml").write_text(yaml.safe_dump({"steps": 7, "schedule": "joint", "lr": 0.003}))
+            made[(backbone, no_think)] = run
+        return made[(backbone, no_think)]
+
+    return make
+
+
+def _wave(tmp_path: Path) -> tuple[np.ndarray, Path]:
+    t = np.arange(24000) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * (200 + 150 * t) * t)).astype(np.float32)
+    np.save(tmp_path / "wave.npy", wave)
+    return wave, tmp_path / "wave.npy"
+
+
+def _plain(folder: Path, wave_file: Path, backbone: str) -> dict:
+    command = [sys.executable, "-c", PLAIN, str(folder), str(wave_file), QUESTION, CLASSES[backbone]]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("backbone", TINY)
+def test_plain_transformers_prompts_and_answers_as_coat_pipe_generate(backbone, trained_run, tmp_path):
+    run = trained_run(backbone)
+    out = tmp_path / "export"
+    cli("export", "--run", run, "--out", out)
+    wave, wave_file = _wave(tmp_path)
+    ours = answer(load_run(run), [wave], [QUESTION], max_new_tokens=12)[0]
+    plain = _plain(out, wave_file, backbone)
+    assert plain["project_modules"] == []
+    assert plain["prompt"] == ours.prompt_ids  # the template's generation prompt ends with the block
+    assert plain["new"][: len(ours.new_ids)] == ours.new_ids  # the same greedy tokens
+    config = json.loads((out / "generation_config.json").read_text())
+    think = json.loads((out / "coat_pipe.json").read_text())["think_ids"]
+    assert config["suppress_tokens"] == think and len(think) == 6
+    # and coat-pipe takes the folder as --run: same answer as the run it came from
+    assert answer(load_run(out), [wave], [QUESTION], max_new_tokens=12)[0].new_ids == ours.new_ids
+
+
+def test_adapter_only_on_the_base_gives_the_merged_logits(trained_run, tmp_path):
+    from peft import PeftModel
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    run = trained_run("tiny-qwen2-audio")
+    cli("export", "--run", run, "--out", tmp_path / "merged")
+    cli("export", "--run", run, "--out", tmp_path / "adapter", "--adapter-only")
+    merged = load_run(tmp_path / "merged")
+    wave, _ = _wave(tmp_path)
+    from stages.evaluate.answer import encode_prompts
+
+    inputs = encode_prompts(merged, [wave], [QUESTION])
+    meta = json.loads((tmp_path / "adapter" / "coat_pipe.json").read_text())
+    base = Qwen2AudioForConditionalGeneration.from_pretrained(meta["base_model"])
+    base.resize_token_embeddings(meta["model"]["think_tokens"] + 2 + base.config.text_config.vocab_size)
+    adapted = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    with torch.inference_mode():
+        expected, got = merged.model(**inputs).logits, adapted(**inputs).logits
+    assert torch.allclose(expected, got, atol=1e-4), float((expected - got).abs().max())
+
+
+def test_a_no_think_run_exports_without_a_block(trained_run, tmp_path):
+    cli("export", "--run", trained_run("tiny-af3", no_think=True), "--out", tmp_path / "base")
+    template = (tmp_path / "base" / "chat_template.jinja").read_text()
+    assert "think" not in template
+    assert "suppress_tokens" not in json.loads((tmp_path / "base" / "generation_config.json").read_text())
+    assert "coat-baseline" in (tmp_path / "base" / "README.md").read_text()
+
+
+def test_model_card_carries_settings_and_eval_figures(trained_run, extracted_corpus, tmp_path):
+    run = trained_run("tiny-qwen2-audio")
+    cli("eval", "--run", run, "--benchmark", "synth", "--manifest", extracted_corpus, "--no-progress")
+    cli("export", "--run", run, "--out", tmp_path / "out")
+    card = (tmp_path / "out" / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    accuracy = json.loads((run / "eval" / "synth" / "metrics.json").read_text())["accuracy"]
+    assert header["library_name"] == "transformers" and header["pipeline_tag"] == "audio-text-to-text"
+    assert header["model-index"][0]["results"][0]["metrics"][0]["value"] == round(accuracy, 4)
+    assert "| thinking positions (K) | 4 |" in card and "| steps | 7 |" in card
+
+
+def test_refusals(trained_run, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "weights.bin").write_bytes(b"someone else's")
+    before = tree_state(out)
+    error_line(cli("export", "--run", trained_run("tiny-af3"), "--out", out, expect=2), 2, out, "is not empty")
+    assert tree_state(out) == before
+    (tmp_path / "unfinished").mkdir()
+    result = cli("export", "--run", tmp_path / "unfinished", "--out", tmp_path / "x", expect=2)
+    error_line(result, 2, tmp_path / "unfinished", "no model bundle")

@@ -201,14 +201,26 @@ def bench_generate(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens decoded per answer.")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed repeats (the median is reported).")] = 5,
     device: Annotated[str, typer.Option(help="cpu, cuda …")] = "cpu",
+    exports: Annotated[
+        str | None,
+        typer.Option(help="COAT_DIR,BASE_DIR: two `coat-pipe export` folders, run through plain generate."),
+    ] = None,
 ) -> None:
     """Time to first token and per-token decode time: CoAT (K thinking tokens) against the baseline.
 
-    Example: [bold]coat-pipe bench generate --think-tokens 32 --max-new-tokens 32[/]
+    Example: [bold]coat-pipe bench generate --think-tokens 32 --max-new-tokens 32[/];
+    exported models: [bold]coat-pipe bench generate --exports models/coat,models/base[/]
     """
+    from stages.evaluate.bench import bench_exports
     from stages.evaluate.bench import bench_generate as run
 
-    result = run(backbone, think_tokens, seconds, batch_size, max_new_tokens, repeats, device)
+    if exports is not None:
+        folders = [Path(f) for f in exports.split(",")]
+        if len(folders) != 2 or not all((f / "coat_pipe.json").is_file() for f in folders):
+            raise UserError(f"--exports {exports}: expected COAT_DIR,BASE_DIR, two folders from coat-pipe export")
+        result = bench_exports(folders[0], folders[1], seconds, batch_size, max_new_tokens, repeats, device)
+    else:
+        result = run(backbone, think_tokens, seconds, batch_size, max_new_tokens, repeats, device)
     rows = [(k, f"{v:.4g}") for k, v in result.items()]
     print_table("bench generate (CoAT / baseline, same process)", ["measure", "value"], rows)
     out.print(json.dumps(result))

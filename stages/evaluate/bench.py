@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,71 @@ def bench_generate(
         "ttft_coat_s": ttft["coat"],
         "ttft_ratio": ttft["coat"] / ttft["base"],
         "ttft_target": 1 + think_tokens / prompt_length + 0.05,
+        "decode_base_ms_per_token": 1000 * decode["base"],
+        "decode_coat_ms_per_token": 1000 * decode["coat"],
+        "decode_ratio": decode["coat"] / decode["base"],
+        "decode_target": 1.02,
+    }
+
+
+def _plain_clocked(model, processor, backbone, waves, questions, tokens, device):  # noqa: ANN001, ANN202
+    """As `_clocked`, for an exported folder under plain `generate`: its own template and generation config."""
+    clock = StepClock(device)
+    start = time.perf_counter()
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "audio", "audio": "clip"}, {"type": "text", "text": q}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for q in questions
+    ]
+    inputs = {k: v.to(device) for k, v in backbone.encode(processor, texts, waves, padding_side="left").items()}
+    model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, logits_processor=[clock])
+    return clock.times[0] - start, statistics.median(np.diff(clock.times))
+
+
+def bench_exports(
+    coat_dir: Path,
+    base_dir: Path,
+    seconds: float = 10.0,
+    batch_size: int = 1,
+    max_new_tokens: int = 32,
+    repeats: int = 5,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """The same ratios for two folders written by `coat-pipe export` (a CoAT run and its baseline), each
+    loaded with its backbone's own class and processor and run through plain `generate`."""
+    import json
+
+    from stages.export.folder import META_FILE
+    from stages.train.backbones import BACKBONES
+
+    target = torch.device(device)
+    loaded = {}
+    for name, folder in (("coat", coat_dir), ("base", base_dir)):
+        backbone = BACKBONES[json.loads((Path(folder) / META_FILE).read_text())["backbone"]]
+        model, processor = backbone.load(folder)
+        loaded[name] = (model.to(target).eval(), processor, backbone)
+    waves = [_clip(seconds, i) for i in range(batch_size)]
+    questions = [QUESTION] * batch_size
+    first: dict[str, list[float]] = {name: [] for name in loaded}
+    step: dict[str, list[float]] = {name: [] for name in loaded}
+    with torch.inference_mode():
+        for repeat in range(repeats + 1):  # the first round warms up and is not counted
+            for name, (model, processor, backbone) in loaded.items():
+                ttft_s, step_s = _plain_clocked(
+                    model, processor, backbone, waves, questions, max(2, max_new_tokens), target
+                )
+                if repeat:
+                    first[name].append(ttft_s)
+                    step[name].append(step_s)
+    ttft = {n: statistics.median(v) for n, v in first.items()}
+    decode = {n: statistics.median(v) for n, v in step.items()}
+    return {
+        "ttft_base_s": ttft["base"],
+        "ttft_coat_s": ttft["coat"],
+        "ttft_ratio": ttft["coat"] / ttft["base"],
         "decode_base_ms_per_token": 1000 * decode["base"],
         "decode_coat_ms_per_token": 1000 * decode["coat"],
         "decode_ratio": decode["coat"] / decode["base"],

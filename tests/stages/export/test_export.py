@@ -174,3 +174,14 @@ def test_refusals(trained_run, tmp_path):
     (tmp_path / "unfinished").mkdir()
     result = cli("export", "--run", tmp_path / "unfinished", "--out", tmp_path / "x", expect=2)
     error_line(result, 2, tmp_path / "unfinished", "no model bundle")
+
+
+def test_bench_generate_runs_two_exports_through_plain_generate(trained_run, tmp_path):
+    """A smoke test of `bench generate --exports` (no bound on the ratios: they are figures, not checks)."""
+    cli("export", "--run", trained_run("tiny-qwen2-audio"), "--out", tmp_path / "coat")
+    cli("export", "--run", trained_run("tiny-qwen2-audio", no_think=True), "--out", tmp_path / "base")
+    exports = f"{tmp_path / 'coat'},{tmp_path / 'base'}"
+    args = ["--exports", exports, "--seconds", 1, "--max-new-tokens", 3, "--repeats", 1]
+    result = cli("bench", "generate", *args)
+    assert "decode_ratio" in result.output and "ttft_ratio" in result.output
+    error_line(cli("bench", "generate", "--exports", tmp_path / "coat", expect=2), 2, "--exports")

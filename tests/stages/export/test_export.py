@@ -152,8 +152,12 @@ def test_a_no_think_run_exports_without_a_block(trained_run, tmp_path):
     assert "coat-baseline" in (tmp_path / "base" / "README.md").read_text()
 
 
-def test_model_card_carries_settings_and_eval_figures(trained_run, extracted_corpus, tmp_path):
-    run = trained_run("tiny-qwen2-audio")
+def test_a_real_training_run_exports_with_its_settings_and_eval_figures(extracted_corpus, tmp_path):
+    """`coat-pipe train` → `eval` → `export`: the card carries the run's settings and its eval figure, and
+    the export answers as the run does."""
+    run = tmp_path / "run"
+    train = ["train", "--backbone", "tiny-qwen2-audio", "--think-tokens", 4, "--batch-size", 2, "--workers", 0]
+    cli(*train, "--corpus", extracted_corpus, "--out", run, "--steps", 3, "--lr", "3e-3")
     cli("eval", "--run", run, "--benchmark", "synth", "--manifest", extracted_corpus, "--no-progress")
     cli("export", "--run", run, "--out", tmp_path / "out")
     card = (tmp_path / "out" / "README.md").read_text()
@@ -161,7 +165,10 @@ def test_model_card_carries_settings_and_eval_figures(trained_run, extracted_cor
     accuracy = json.loads((run / "eval" / "synth" / "metrics.json").read_text())["accuracy"]
     assert header["library_name"] == "transformers" and header["pipeline_tag"] == "audio-text-to-text"
     assert header["model-index"][0]["results"][0]["metrics"][0]["value"] == round(accuracy, 4)
-    assert "| thinking positions (K) | 4 |" in card and "| steps | 7 |" in card
+    assert "| thinking positions (K) | 4 |" in card and "| steps | 3 |" in card and "| experts | mel, pitch |" in card
+    wave, _ = _wave(tmp_path)
+    ours = answer(load_run(run), [wave], [QUESTION], max_new_tokens=8)[0]
+    assert answer(load_run(tmp_path / "out"), [wave], [QUESTION], max_new_tokens=8)[0].new_ids == ours.new_ids
 
 
 def test_refusals(trained_run, tmp_path):

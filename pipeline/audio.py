@@ -51,6 +51,28 @@ def read_audio_file(path: Path) -> tuple[np.ndarray, int, int]:
     return _read(str(path), str(path))
 
 
+def read_audio_span(
+    source: str | io.BytesIO, name: str, offset: float = 0.0, duration: float | None = None, channel: int | None = None
+) -> tuple[np.ndarray, int, int]:
+    """Decode `duration` seconds from `offset` of a file or in-memory file: (mono float32 wave, rate,
+    channels in the file). `channel` keeps that one channel; None mixes them all."""
+    try:
+        with sf.SoundFile(source) as f:
+            rate, channels = f.samplerate, f.channels
+            start = int(round(offset * rate))
+            if start:
+                f.seek(min(start, f.frames))
+            frames = -1 if duration is None else int(round(duration * rate))
+            audio = f.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
+        raise AudioError(Status.UNDECODABLE, f"{name}: cannot decode audio ({e})") from None
+    if channel is not None:
+        if not 0 <= channel < channels:
+            raise AudioError(Status.UNDECODABLE, f"{name}: no channel {channel} (the file has {channels})")
+        return np.ascontiguousarray(audio[:, channel]), int(rate), channels
+    return to_mono(audio), int(rate), channels
+
+
 def decode_audio(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
     """Decode audio bytes from a tar entry: (mono float32 wave, sample rate)."""
     if not data:

@@ -97,10 +97,13 @@ def synth(
     out.print(f"{len(corpus.shards)} shards, {corpus.seconds / 3600:.3f} h of audio")
 
 
+SOURCE_FORMATS = ("chat", "hf", "lhotse")
+
+
 @app.command()
 @user_errors
 def shard(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the corpus into.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the corpus into (new or empty).")],
     manifest: Annotated[
         Path | None,
         typer.Option(
@@ -111,6 +114,28 @@ def shard(
     audio_dir: Annotated[
         Path | None, typer.Option(help="A folder of audio files (a NAME.txt beside NAME.wav becomes its transcript).")
     ] = None,
+    source: Annotated[
+        tuple[str, Path] | None,
+        typer.Option(
+            "--from",
+            help="FORMAT SOURCE: chat FILE.json[l] (LLaMA-Factory / ms-swift), hf DIR|FILE.parquet "
+            "(save_to_disk or parquet), lhotse CUTS.jsonl.gz (or RECORDINGS with --supervisions).",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="chat: a dataset of SOURCE/dataset_info.json (LLaMA-Factory).")
+    ] = None,
+    sharegpt: Annotated[
+        bool, typer.Option("--sharegpt", help='chat: ShareGPT turns ("conversations", from/value, human/gpt).')
+    ] = False,
+    audio_column: Annotated[str, typer.Option(help="hf: the audio column (bytes or path).")] = "audio",
+    messages_column: Annotated[str | None, typer.Option(help="hf: a column of role/content turns.")] = None,
+    question_column: Annotated[str | None, typer.Option(help="hf: the question column (with --answer-column).")] = None,
+    answer_column: Annotated[str | None, typer.Option(help="hf: the answer column.")] = None,
+    supervisions: Annotated[Path | None, typer.Option(help="lhotse: the SupervisionSet of a RecordingSet.")] = None,
+    allow_outside_audio: Annotated[
+        bool, typer.Option("--allow-outside-audio", help="Accept audio paths outside the source's folder.")
+    ] = False,
     sample_rate: Annotated[int, typer.Option(help="Sample rate of the stored FLAC.")] = 16000,
     shard_size: Annotated[int, typer.Option(help="Samples per tar shard.", min=1)] = 1000,
     name: Annotated[str, typer.Option(help="Shard name prefix: NAME-000000.tar.")] = "train",
@@ -119,23 +144,44 @@ def shard(
         float, typer.Option(help="Longer files are rejected (their header is read before any decoding).", min=0.1)
     ] = 1200.0,
 ) -> None:
-    """Build WebDataset tar shards (16-bit FLAC + json) from a manifest or a folder of audio.
+    """Build WebDataset tar shards (16-bit FLAC + json) from a manifest, a folder of audio, or data in the
+    shapes it already has (--from chat|hf|lhotse).
 
-    Unreadable files go to OUT/rejected.jsonl with their reason; the run goes on.
+    Every unusable row goes to OUT/rejected.jsonl with its file, row and reason; the run goes on.
 
-    Example: [bold]coat-pipe shard --manifest clips.jsonl --out data/train --shard-size 1000[/]
+    Sources are read as streams: memory stays flat in the number of rows.
+
+    Examples: [bold]coat-pipe shard --manifest clips.jsonl --out data/train[/];
+    [bold]coat-pipe shard --from chat train.jsonl --out data/train[/];
+    [bold]coat-pipe shard --from hf data/aqa --question-column question --answer-column answer --out data/aqa[/];
+    [bold]coat-pipe shard --from lhotse cuts.jsonl.gz --out data/asr[/]
     """
     from stages.corpus.shard import build_shards, read_manifest, scan_audio_dir
 
-    if (manifest is None) == (audio_dir is None):
-        raise UserError("give exactly one of --manifest FILE.jsonl or --audio-dir DIR")
+    if sum(x is not None for x in (manifest, audio_dir, source)) != 1:
+        raise UserError("give exactly one of --manifest FILE.jsonl, --audio-dir DIR or --from FORMAT SOURCE")
     rejected: list[dict[str, str]] = []
     if manifest is not None:
         entries, rejected = read_manifest(manifest)
+        if not entries and not rejected:
+            raise UserError(f"no audio found in {manifest}")
+    elif audio_dir is not None:
+        entries, rejected = scan_audio_dir(audio_dir)
+        if not entries and not rejected:
+            raise UserError(f"no audio found in {audio_dir}")
     else:
-        entries, rejected = scan_audio_dir(audio_dir)  # type: ignore[arg-type]
-    if not entries and not rejected:
-        raise UserError(f"no audio found in {manifest or audio_dir}")
+        from stages.corpus import sources
+
+        kind, path = source  # type: ignore[misc]
+        if kind == "chat":
+            entries = sources.read_chat(path, dataset, sharegpt, allow_outside_audio)
+        elif kind == "hf":
+            columns = (audio_column, messages_column, question_column, answer_column)
+            entries = sources.read_hf(path, *columns, allow_outside=allow_outside_audio)
+        elif kind == "lhotse":
+            entries = sources.read_lhotse(path, supervisions, allow_outside_audio)
+        else:
+            raise UserError(f"--from {kind}: the formats are {', '.join(SOURCE_FORMATS)}")
     summary = build_shards(entries, out_dir, sample_rate, shard_size, name, workers, rejected, max_seconds=max_seconds)
     rows = [
         ("written", summary.written),
@@ -143,6 +189,7 @@ def shard(
         ("resampled", summary.resampled),
         ("mixed to mono", summary.downmixed),
         ("keys made safe/unique", summary.renamed_keys),
+        ("conversations going on after the first answer (stored whole)", summary.multi_turn),
         ("shards", summary.shards),
     ]
     print_table(f"shard → {out_dir}", ["", "count"], rows)
@@ -509,6 +556,32 @@ def bench_extract(
     title = f"bench extract: {expert} on {clips} synthetic clips ({result['audio_seconds']:.0f} s of audio)"
     print_table(title, ["path", "wall s", "audio s / s"], rows)
     out.print(f"ratio full / bare throughput: [bold]{result['ratio']:.3f}[/]")
+
+
+@bench_app.command("shard")
+@user_errors
+def bench_shard(
+    clips: Annotated[int, typer.Option(help="Clips written in every format.", min=1)] = 200,
+    seconds: Annotated[float, typer.Option(help="Seconds per clip.", min=0.1)] = 4.0,
+    rows: Annotated[str, typer.Option(help="Row counts of the memory comparison, comma-separated.")] = "1000,100000",
+) -> None:
+    """`shard` from each source format against today's JSONL manifest on the same audio (audio s / s and
+    ratio), and the peak memory of `shard --from chat` over few and many conversation rows.
+
+    Example: [bold]coat-pipe bench shard[/]
+    """
+    from stages.corpus.bench import bench_shard as run_bench
+
+    counts = tuple(int(r) for r in rows.split(","))
+    r = run_bench(clips, seconds, counts)  # type: ignore[arg-type]
+    table = [(name, f"{speed:.1f}", f"{r['ratios'][name]:.3f}") for name, speed in r["speeds"].items()]
+    print_table(
+        f"bench shard: {r['clips']} clips, {r['audio_seconds']:.0f} s of audio",
+        ["source", "audio s / s", "ratio"],
+        table,
+    )
+    memory = [(f"{count} rows", f"{mb:.0f} MB") for count, mb in r["peak_rss_mb"].items()]
+    print_table("peak memory of shard --from chat (main process)", ["source", "peak RSS"], memory)
 
 
 @bench_app.command("check")

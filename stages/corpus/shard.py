@@ -7,7 +7,9 @@ and counted; the run goes on.
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from pipeline.audio import AudioError, encode_flac, read_audio_file, resample
+from pipeline.audio import AudioError, encode_flac, read_audio_span, resample
 from pipeline.errors import UserError
 from pipeline.progress import audio_progress
 from store_schema.corpus import CorpusWriter, conversation_turns, refuse_non_empty, safe_key, write_new_file
@@ -24,17 +26,38 @@ from store_schema.corpus import CorpusWriter, conversation_turns, refuse_non_emp
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 ASR_QUESTION = "Transcribe the speech in the audio."
 MAX_SECONDS = 1200.0  # default --max-seconds: longer files are refused (20 min; LALMs hear 30 s windows)
+STREAM_BATCH = 256  # source rows read ahead of the decoding workers
 MIN_RATE, MAX_RATE = 1000, 768000  # Hz: a header outside this range is damaged, not audio
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    audio: Path  # absolute path of the audio file
+    audio: Path | bytes  # absolute path of the audio file, or the encoded file's bytes (a dataset's column)
     origin: str  # where the entry came from, for messages: "manifest.jsonl:12" or the file path
     messages: list[dict[str, str]] = field(default_factory=list)
     task: str = ""
     key: str | None = None  # requested key; made safe and unique when written
     source: str = ""
+    offset: float = 0.0  # seconds into the file where the clip starts (a Lhotse cut inside a recording)
+    duration: float | None = None  # seconds of the clip; None: to the end of the file
+    channel: int | None = None  # the one channel to keep; None: mix all channels to mono
+
+    @property
+    def name(self) -> str:
+        """The audio as messages name it: its path, or where its bytes came from."""
+        return str(self.audio) if isinstance(self.audio, Path) else f"{self.origin} (audio bytes)"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A source row that cannot become a sample, and why."""
+
+    origin: str  # "FILE:ROW"
+    audio: str
+    reason: str
+
+    def as_row(self) -> dict[str, str]:
+        return {"origin": self.origin, "audio": self.audio, "reason": self.reason}
 
 
 @dataclass
@@ -46,6 +69,7 @@ class ShardSummary:
     resampled: int = 0
     downmixed: int = 0
     shards: int = 0
+    multi_turn: int = 0  # samples whose conversation goes on after its first answer (stored whole)
 
 
 def read_manifest(path: Path) -> tuple[list[ManifestEntry], list[dict[str, str]]]:
@@ -105,33 +129,45 @@ def prepare_clip(entry: ManifestEntry, sample_rate: int, max_seconds: float = MA
 
     The header is read first: an implausible sample rate or a duration over `max_seconds` is refused
     before anything is decoded (a 40 kB file can declare hours of audio)."""
+    name = entry.name
+    if isinstance(entry.audio, Path) and not entry.audio.is_file():
+        return {"error": f"{name}: no such file"}
+    opened = str(entry.audio) if isinstance(entry.audio, Path) else io.BytesIO(entry.audio)
     try:
-        declared = sf.info(str(entry.audio))
+        declared = sf.info(opened)
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
-        declared = None  # read_audio_file below names the reason
+        declared = None  # the read below names the reason
     if declared is not None:
         if not MIN_RATE <= declared.samplerate <= MAX_RATE:
-            return {"error": f"{entry.audio}: implausible sample rate {declared.samplerate} Hz in its header"}
-        if declared.duration > max_seconds:
-            return {"error": f"{entry.audio}: {declared.duration:.0f} s is longer than --max-seconds {max_seconds:g}"}
+            return {"error": f"{name}: implausible sample rate {declared.samplerate} Hz in its header"}
+        span = entry.duration if entry.duration is not None else declared.duration - entry.offset
+        if span > max_seconds:
+            return {"error": f"{name}: {span:.0f} s is longer than --max-seconds {max_seconds:g}"}
+        if entry.offset + (entry.duration or 0.0) > declared.duration + 0.01:
+            return {
+                "error": f"{name}: the clip ends at {entry.offset + (entry.duration or 0):.2f} s, past the "
+                f"file's {declared.duration:.2f} s"
+            }
+    if isinstance(opened, io.BytesIO):
+        opened.seek(0)
     try:
-        wave, rate, channels = read_audio_file(entry.audio)
+        wave, rate, channels = read_audio_span(opened, name, entry.offset, entry.duration, entry.channel)
     except AudioError as e:
         return {"error": str(e)}
     if wave.size == 0:
-        return {"error": f"{entry.audio}: the file holds no samples"}
+        return {"error": f"{name}: the file holds no samples"}
     if wave.size / rate > max_seconds:
-        return {"error": f"{entry.audio}: {wave.size / rate:.0f} s is longer than --max-seconds {max_seconds:g}"}
+        return {"error": f"{name}: {wave.size / rate:.0f} s is longer than --max-seconds {max_seconds:g}"}
     if not np.isfinite(wave).all():
-        return {"error": f"{entry.audio}: NaN or Inf samples (FLAC cannot store them)"}
+        return {"error": f"{name}: NaN or Inf samples (FLAC cannot store them)"}
     wave = resample(wave, rate, sample_rate)
     if wave.size == 0:
-        return {"error": f"{entry.audio}: no samples left at {sample_rate} Hz"}
+        return {"error": f"{name}: no samples left at {sample_rate} Hz"}
     return {
         "flac": encode_flac(wave, sample_rate),
         "seconds": wave.size / sample_rate,
         "resampled": rate != sample_rate,
-        "downmixed": channels > 1,
+        "downmixed": channels > 1 and entry.channel is None,
     }
 
 
@@ -139,8 +175,19 @@ def _prepare(args: tuple[ManifestEntry, int, float]) -> dict[str, Any]:
     return prepare_clip(*args)
 
 
+def _batches(rows: Iterable[ManifestEntry | Rejected], size: int) -> Iterator[list[ManifestEntry | Rejected]]:
+    batch: list[ManifestEntry | Rejected] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def build_shards(
-    entries: list[ManifestEntry],
+    entries: Iterable[ManifestEntry | Rejected],
     out: Path,
     sample_rate: int = 16000,
     shard_size: int = 1000,
@@ -152,7 +199,9 @@ def build_shards(
 ) -> ShardSummary:
     """Write `entries` into `out/NAME-000000.tar …`, `out/corpus.json` and `out/rejected.jsonl`.
 
-    `out` must be new or empty: nothing there is overwritten, and no link planted there is written through."""
+    `entries` may be a stream (a source's rows, with its rejections among them): it is read a batch at a
+    time, so memory stays flat in the number of rows. `out` must be new or empty: nothing there is
+    overwritten, and no link planted there is written through."""
     if safe_key(name) != name:
         raise UserError(f"--name {name!r}: a shard name prefix holds only letters, digits, '_' and '-'")
     if (out / "corpus.json").exists():
@@ -160,38 +209,44 @@ def build_shards(
     refuse_non_empty(out)
     summary = ShardSummary(rejected=list(rejected or []))
     seen: set[str] = set()
-    jobs = [(entry, sample_rate, max_seconds) for entry in entries]
+    total = len(entries) if isinstance(entries, Sized) else None
     with (
         CorpusWriter(out, sample_rate, shard_size, name, created_by="coat-pipe shard") as writer,
         get_context("fork").Pool(max(1, workers)) as pool,
         audio_progress(disable=not progress) as bar,
     ):
-        task = bar.add_task("shard", total=len(entries), audio_s=0.0)
-        for entry, result in zip(entries, pool.imap(_prepare, jobs, chunksize=4), strict=False):
-            bar.advance(task)
-            if "error" in result:
-                summary.rejected.append({"origin": entry.origin, "audio": str(entry.audio), "reason": result["error"]})
-                continue
-            wanted = entry.key or entry.audio.stem
-            key = base = safe_key(wanted)
-            suffix = 1
-            while key in seen:
-                suffix += 1
-                key = f"{base}_{suffix}"
-            seen.add(key)
-            summary.renamed_keys += key != wanted
-            meta = {
-                "messages": entry.messages,
-                "task": entry.task,
-                "duration": round(result["seconds"], 4),
-                "source": entry.source,
-            }
-            writer.write(key, result["flac"], meta)
-            summary.written += 1
-            summary.seconds += result["seconds"]
-            summary.resampled += result["resampled"]
-            summary.downmixed += result["downmixed"]
-            bar.update(task, audio_s=summary.seconds)
+        task = bar.add_task("shard", total=total, audio_s=0.0)
+        for batch in _batches(entries, STREAM_BATCH):
+            usable = [row for row in batch if isinstance(row, ManifestEntry)]
+            summary.rejected.extend(row.as_row() for row in batch if isinstance(row, Rejected))
+            bar.advance(task, len(batch) - len(usable))
+            jobs = [(entry, sample_rate, max_seconds) for entry in usable]
+            for entry, result in zip(usable, pool.imap(_prepare, jobs, chunksize=4), strict=True):
+                bar.advance(task)
+                if "error" in result:
+                    summary.rejected.append({"origin": entry.origin, "audio": entry.name, "reason": result["error"]})
+                    continue
+                wanted = entry.key or (entry.audio.stem if isinstance(entry.audio, Path) else "clip")
+                key = base = safe_key(wanted)
+                suffix = 1
+                while key in seen:
+                    suffix += 1
+                    key = f"{base}_{suffix}"
+                seen.add(key)
+                summary.renamed_keys += key != wanted
+                meta = {
+                    "messages": entry.messages,
+                    "task": entry.task,
+                    "duration": round(result["seconds"], 4),
+                    "source": entry.source,
+                }
+                writer.write(key, result["flac"], meta)
+                summary.written += 1
+                summary.seconds += result["seconds"]
+                summary.resampled += result["resampled"]
+                summary.downmixed += result["downmixed"]
+                summary.multi_turn += sum(m.get("role") == "assistant" for m in entry.messages) > 1
+                bar.update(task, audio_s=summary.seconds)
     summary.shards = len(writer.shards)
     write_new_file(out / "rejected.jsonl", "".join(json.dumps(row) + "\n" for row in summary.rejected))
     return summary

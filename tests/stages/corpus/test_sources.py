@@ -1,6 +1,7 @@
 """`shard --from chat|hf|lhotse`: files written by the libraries that make them, round-tripped through
 shard, extract and store check; every bad row named with its file and row, the rest sharded."""
 
+import gzip
 import io
 import json
 
@@ -163,6 +164,12 @@ def test_lhotse_cuts_inside_a_longer_recording_and_supervision_segments(tmp_path
     lhotse.SupervisionSet.from_segments(segments).to_file("sups.jsonl.gz")
     cuts = lhotse.CutSet.from_manifests(recordings, lhotse.SupervisionSet.from_segments(segments[:2]))
     cuts.trim_to_supervisions().to_file("cuts.jsonl.gz")
+    with gzip.open("cuts.jsonl.gz", "rt") as f:
+        lines = f.read().splitlines()
+    moved = json.loads(lines[0])
+    moved["id"], moved["recording"]["sources"][0]["source"] = "moved", "moved.wav"
+    with gzip.open("cuts.jsonl.gz", "wt") as f:  # a cut whose file is gone, and a malformed line
+        f.write("\n".join([*lines, json.dumps(moved), "{half a cut"]) + "\n")
 
     cli("shard", "--from", "lhotse", tmp_path / "cuts.jsonl.gz", "--out", tmp_path / "c1")
     sups = tmp_path / "sups.jsonl.gz"
@@ -179,3 +186,6 @@ def test_lhotse_cuts_inside_a_longer_recording_and_supervision_segments(tmp_path
     crossings = np.count_nonzero(np.diff(np.signbit(clip)))
     assert abs(crossings / 1.0 / 2 - 200) < 5
     assert "no recording 'gone'" in _rejected(tmp_path / "c2")[f"{tmp_path / 'sups.jsonl.gz'}:3"]
+    rejected = _rejected(tmp_path / "c1")
+    assert "no such file" in rejected[f"{tmp_path / 'cuts.jsonl.gz'}:3"]
+    assert "bad JSON line" in rejected[f"{tmp_path / 'cuts.jsonl.gz'}:4"]

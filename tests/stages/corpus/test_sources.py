@@ -189,3 +189,11 @@ def test_lhotse_cuts_inside_a_longer_recording_and_supervision_segments(tmp_path
     rejected = _rejected(tmp_path / "c1")
     assert "no such file" in rejected[f"{tmp_path / 'cuts.jsonl.gz'}:3"]
     assert "bad JSON line" in rejected[f"{tmp_path / 'cuts.jsonl.gz'}:4"]
+
+
+@pytest.mark.slow
+def test_bench_shard_runs_every_format_on_the_same_clips():
+    """A smoke test of `bench shard` (every format writes all clips; no bound on speeds or memory)."""
+    result = cli("bench", "shard", "--clips", 6, "--seconds", 0.5, "--rows", "10,50")
+    for name in ("jsonl manifest", "chat (LLaMA-Factory", "hf parquet", "lhotse cuts", "10 rows", "50 rows"):
+        assert name in result.output

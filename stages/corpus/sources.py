@@ -126,12 +126,17 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any | ValueError]]:
                 raise UserError(f"{path}: not valid JSON ({e})") from None
             yield from enumerate(rows, 1)
             return
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except ValueError as e:
-                    yield number, e
+        yield from _json_lines(f)
+
+
+def _json_lines(lines: Iterator[str]) -> Iterator[tuple[int, Any | ValueError]]:
+    """(line number, parsed value or the parse error) of each non-blank line."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except ValueError as e:
+                yield number, e
 
 
 def read_chat(
@@ -271,12 +276,7 @@ def read_hf(
 def _jsonl_gz(path: Path) -> Iterator[tuple[int, Any | ValueError]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except ValueError as e:
-                    yield number, e
+        yield from _json_lines(f)
 
 
 def _recording_file(recording: dict[str, Any], root: Path, allow_outside: bool) -> Path | str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,23 +76,33 @@ def bench_generate(
     waves = [_clip(seconds, i) for i in range(batch_size)]
     questions = [QUESTION] * batch_size
     prompt_length = int(encode_prompts(models["base"], waves[:1], questions[:1])["input_ids"].shape[1])
-    first: dict[str, list[float]] = {name: [] for name in models}
-    step: dict[str, list[float]] = {name: [] for name in models}
+    tokens = max(2, max_new_tokens)
+    runs = {name: partial(_clocked, model, waves, questions, tokens, target) for name, model in models.items()}
+    ratios = _coat_against_base(runs, repeats)
+    return {
+        "prompt_tokens_baseline": prompt_length,
+        "think_tokens": think_tokens,
+        "ttft_target": 1 + think_tokens / prompt_length + 0.05,
+        **ratios,
+    }
+
+
+def _coat_against_base(runs: dict[str, Callable[[], tuple[float, float]]], repeats: int) -> dict[str, float]:
+    """Run each variant's clocked call in turn, `repeats` times after a warm-up round; medians and ratios."""
+    first: dict[str, list[float]] = {name: [] for name in runs}
+    step: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(repeats + 1):  # the first round warms up and is not counted
-        for name, model in models.items():
-            ttft_s, step_s = _clocked(model, waves, questions, max(2, max_new_tokens), target)
+        for name, run in runs.items():
+            ttft_s, step_s = run()
             if repeat:
                 first[name].append(ttft_s)
                 step[name].append(step_s)
     ttft = {n: statistics.median(v) for n, v in first.items()}
     decode = {n: statistics.median(v) for n, v in step.items()}
     return {
-        "prompt_tokens_baseline": prompt_length,
-        "think_tokens": think_tokens,
         "ttft_base_s": ttft["base"],
         "ttft_coat_s": ttft["coat"],
         "ttft_ratio": ttft["coat"] / ttft["base"],
-        "ttft_target": 1 + think_tokens / prompt_length + 0.05,
         "decode_base_ms_per_token": 1000 * decode["base"],
         "decode_coat_ms_per_token": 1000 * decode["coat"],
         "decode_ratio": decode["coat"] / decode["base"],
@@ -139,25 +151,10 @@ def bench_exports(
         loaded[name] = (model.to(target).eval(), processor, backbone)
     waves = [_clip(seconds, i) for i in range(batch_size)]
     questions = [QUESTION] * batch_size
-    first: dict[str, list[float]] = {name: [] for name in loaded}
-    step: dict[str, list[float]] = {name: [] for name in loaded}
-    with torch.inference_mode():
-        for repeat in range(repeats + 1):  # the first round warms up and is not counted
-            for name, (model, processor, backbone) in loaded.items():
-                ttft_s, step_s = _plain_clocked(
-                    model, processor, backbone, waves, questions, max(2, max_new_tokens), target
-                )
-                if repeat:
-                    first[name].append(ttft_s)
-                    step[name].append(step_s)
-    ttft = {n: statistics.median(v) for n, v in first.items()}
-    decode = {n: statistics.median(v) for n, v in step.items()}
-    return {
-        "ttft_base_s": ttft["base"],
-        "ttft_coat_s": ttft["coat"],
-        "ttft_ratio": ttft["coat"] / ttft["base"],
-        "decode_base_ms_per_token": 1000 * decode["base"],
-        "decode_coat_ms_per_token": 1000 * decode["coat"],
-        "decode_ratio": decode["coat"] / decode["base"],
-        "decode_target": 1.02,
+    tokens = max(2, max_new_tokens)
+    runs = {
+        name: partial(_plain_clocked, model, processor, backbone, waves, questions, tokens, target)
+        for name, (model, processor, backbone) in loaded.items()
     }
+    with torch.inference_mode():
+        return _coat_against_base(runs, repeats)

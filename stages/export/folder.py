@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from safetensors.torch import save_file
 from transformers import AutoConfig, GenerationConfig
 
@@ -116,8 +117,6 @@ def export_run(run: Path, out: Path, adapter_only: bool = False, overwrite: bool
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -1,4 +1,4 @@
-"""The one exception type for a user's mistake: the CLI prints its message and exits 2, no traceback."""
+"""`user_errors`: a UserError raised anywhere below the CLI becomes one red line and exit 2."""
 
 from __future__ import annotations
 
@@ -6,19 +6,16 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from stages.progress import console
+from store_schema.errors import UserError
+
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class UserError(Exception):
-    """Bad input or a bad setting. The message names the file or shard and says what to do."""
 
 
 def user_errors(fn: F) -> F:
     """A UserError becomes one red line and exit code 2, never a traceback."""
     import typer
     from rich.markup import escape
-
-    from pipeline.progress import console
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -23,51 +23,21 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.config import config_dict
-from pipeline.errors import UserError
-from pipeline.progress import console
+from pipeline.quickstart_setup import VARIANTS, QuickstartConfig, QuickstartLayout
+from stages.config_files import config_dict
+from stages.progress import console
+from stages.train.config import flatten_settings
+from store_schema.errors import UserError
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch"
-VARIANTS = ("coat", "base")  # base: `--no-think`, the same LoRA, data, steps and seed
+READOUT_TASK = "pitch_direction"  # a question whose answer is in the pitch contour the block should hold
 
 
-class QuickstartConfig(BaseModel):
-    """The experiment's settings; why these values is in docs/EXPERIMENTS.md."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seeds: int = Field(default=3, ge=1)  # each seed: model init of LoRA/heads/block and data order
-    train_clips: int = Field(default=600, ge=12)
-    heldout_clips: int = Field(default=240, ge=12)
-    experts: list[str] = ["mel", "pitch"]
-    window_s: int = 10  # the twin's audio window: synth clips are at most 8 s
-    steps: int = Field(default=400, ge=1)
-    batch_size: int = 2  # clips per rank per step
-    ranks: int = 2  # DeepSpeed CPU ranks
-    lr: float = 3e-3
-    schedule: Literal["joint", "two-stage"] = "joint"
-    think_tokens: int = 32
-    think_layer: int | None = None  # default: 2/3 of the depth
-    distill_weight: float = 1.0
-    lora_rank: int = 16
-    probe_clips: int = 240
-
-    def run_names(self) -> list[str]:
-        return [f"{variant}-seed{seed}" for seed in range(self.seeds) for variant in VARIANTS]
-
-
-class Quickstart:
+class Quickstart(QuickstartLayout):
     """The phases in order; each one looks at its outputs first and does only what is missing."""
-
-    def __init__(self, out: Path, cfg: QuickstartConfig) -> None:
-        self.out, self.cfg = out, cfg
-        self.train_corpus, self.heldout = out / "data" / "train", out / "data" / "heldout"
-        self.model_dir, self.logs, self.runs = out / "model", out / "logs", out / "runs"
 
     def check_settings(self) -> None:
         """Write the settings, or refuse when DIR holds a quickstart made with other ones."""
@@ -76,7 +46,8 @@ class Quickstart:
         if path.is_file():
             held = yaml.safe_load(path.read_text())
             if held != wanted:
-                changed = ", ".join(f"{k}: {held.get(k)} → {v}" for k, v in wanted.items() if held.get(k) != v)
+                old, new = flatten_settings(held), flatten_settings(wanted)
+                changed = ", ".join(f"{k}: {old.get(k)} → {v}" for k, v in new.items() if old.get(k) != v)
                 raise UserError(f"{self.out} holds a quickstart with other settings ({changed}); choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(wanted, sort_keys=False))
@@ -84,7 +55,7 @@ class Quickstart:
     def phases(self) -> list[tuple[str, Callable[[], None]]]:
         return [
             ("synth the train and held-out corpora", self.synth),
-            (f"extract {','.join(self.cfg.experts)} into both stores", self.extract),
+            (f"extract {','.join(self.cfg.training.experts)} into both stores", self.extract),
             ("build the tiny Qwen2-Audio twin", self.build_model),
             (f"train CoAT and --no-think, {self.cfg.seeds} seed(s), {self.cfg.ranks} DeepSpeed ranks", self.train),
             ("evaluate every run on the held-out split", self.evaluate),
@@ -114,7 +85,7 @@ class Quickstart:
         from stages.extract.runner import run_extract
 
         for corpus in (self.train_corpus, self.heldout):
-            run_extract(ExtractConfig(corpus=corpus, experts=self.cfg.experts, num_workers=1))
+            run_extract(ExtractConfig(corpus=corpus, experts=self.cfg.training.experts, num_workers=1))
 
     def build_model(self) -> None:
         from stages.train.backbones import BACKBONES
@@ -130,25 +101,7 @@ class Quickstart:
     # --- training ----------------------------------------------------------------------------------
     def train_settings(self) -> Path:
         """The TrainConfig settings every run shares (corpus, out, seed and --no-think come as flags)."""
-        cfg = self.cfg
-        settings = {
-            "experts": cfg.experts,
-            "steps": cfg.steps,
-            "batch_size": cfg.batch_size,
-            "lr": cfg.lr,
-            "schedule": cfg.schedule,
-            "num_workers": 1,
-            "log_every": 1,
-            "save_every": 50,
-            "model": {
-                "backbone": "tiny-qwen2-audio",
-                "model_path": str(self.model_dir.resolve()),
-                "think_tokens": cfg.think_tokens,
-                "think_layer": cfg.think_layer,
-                "distill_weight": cfg.distill_weight,
-                "lora_rank": cfg.lora_rank,
-            },
-        }
+        settings = self.cfg.train | {"model": self.cfg.train["model"] | {"model_path": str(self.model_dir.resolve())}}
         path = self.out / "train.yaml"
         path.write_text(yaml.safe_dump(settings, sort_keys=False))
         return path
@@ -186,12 +139,31 @@ class Quickstart:
                 console.print(f"  {out}: already probed")
                 continue
             runs = [self.runs / f"{variant}-seed{seed}" for variant in VARIANTS]
-            run_probes(runs, self.heldout, self.cfg.experts, out, limit=self.cfg.probe_clips)
+            run_probes(runs, self.heldout, self.cfg.training.experts, out, limit=self.cfg.probe_clips)
 
     def readout(self) -> None:
-        from pipeline.quickstart_report import readout_example
+        """`generate --readout` on the first held-out clip of READOUT_TASK, with both seed-0 runs' answers."""
+        from stages.evaluate.answer import answer, load_run
+        from stages.evaluate.benchmarks import load_synth
+        from stages.evaluate.readout import readout_clip
+        from stages.evaluate.run_eval import item_wave
 
-        readout_example(self)
+        out = self.out / "report"
+        if (out / "readout.json").is_file():
+            console.print(f"  {out / 'readout.png'}: already drawn")
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        items = load_synth(self.heldout)
+        item = next((i for i in items if i.groups.get("task") == READOUT_TASK), items[0])
+        wave = item_wave(item)
+        said = {}
+        for variant in VARIANTS:
+            model = load_run(self.runs / f"{variant}-seed0")
+            said[variant] = answer(model, [wave], [item.question], 8)[0].text
+            if variant == "coat":
+                lines = readout_clip(model, wave, item.question, out / "readout.png").lines
+        record = {"clip": item.id, "question": item.question, "reference": item.reference, "answers": said}
+        (out / "readout.json").write_text(json.dumps(record | {"lines": lines}, indent=1))
 
 
 def free_port() -> int:
@@ -205,22 +177,22 @@ def launch_training(name: str, flags: list[str], run: Path, log_path: Path, cfg:
 
     The launch runs in its own session, so a Ctrl-C (or SIGTERM) reaches only this process, which then
     sends SIGTERM to every rank: they checkpoint at the next step and the next quickstart resumes there."""
-    from pipeline.progress import training_progress
+    from stages.progress import training_progress
 
+    steps = cfg.training.steps
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bin_dir = str(Path(sys.executable).parent)  # `deepspeed` and `coat-pipe` of this environment
-    threads = max(1, (os.cpu_count() or 1) // cfg.ranks)
     env = os.environ | {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "COAT_CPU_RANKS": str(cfg.ranks),
         "MASTER_PORT": str(free_port()),
-        "OMP_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(cfg.threads_per_rank),
     }
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):  # left by an in-process run, if any
         env.pop(key, None)
     metrics = run / "metrics.jsonl"
     with open(log_path, "ab") as log, training_progress(disable=not console.is_terminal) as bar:
-        task = bar.add_task("train", total=cfg.steps, parts=name)
+        task = bar.add_task("train", total=steps, parts=name)
         started = time.perf_counter()
         proc = subprocess.Popen(
             ["bash", str(LAUNCH / "train.sh"), *flags],
@@ -235,8 +207,8 @@ def launch_training(name: str, flags: list[str], run: Path, log_path: Path, cfg:
                 time.sleep(0.5)
                 step, loss = last_logged(metrics)
                 bar.update(task, completed=step, parts=f"{name}  lm {loss:.3f}" if step else name)
-                if not console.is_terminal and step >= shown + max(1, cfg.steps // 10):
-                    console.print(f"  {name}: step {step}/{cfg.steps}, lm loss {loss:.3f}")
+                if not console.is_terminal and step >= shown + max(1, steps // 10):
+                    console.print(f"  {name}: step {step}/{steps}, lm loss {loss:.3f}")
                     shown = step
         except KeyboardInterrupt:
             stop_session(proc)
@@ -244,7 +216,7 @@ def launch_training(name: str, flags: list[str], run: Path, log_path: Path, cfg:
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise UserError(f"training {name} failed (exit {proc.returncode}); its log is {log_path}:\n{tail}")
-    last_rows = max(1, cfg.steps // 10)
+    last_rows = max(1, steps // 10)
     step, loss = last_logged(metrics, last_rows)
     console.print(
         f"  {name}: {step} steps in {time.perf_counter() - started:.0f} s, lm loss {loss:.3f} (last {last_rows} steps)"

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.progress import console, print_table
-from pipeline.quickstart import VARIANTS, Quickstart
+from pipeline.quickstart_setup import VARIANTS, QuickstartLayout
+from stages.progress import print_table
 
 ALL = "all questions"
-READOUT_TASK = "pitch_direction"  # a question whose answer is in the pitch contour the block should hold
 
 
 def mean_sd(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
@@ -45,7 +44,7 @@ class Results:
         return [*sorted(t for t in self.accuracy["coat"][0] if t != ALL), ALL]
 
 
-def read_results(q: Quickstart) -> Results:
+def read_results(q: QuickstartLayout) -> Results:
     """Each run's eval/metrics.json and predictions.jsonl, each seed's probes.json, the held-out answers."""
     from stages.evaluate.benchmarks import load_synth
 
@@ -113,7 +112,7 @@ def probe_rows(r: Results) -> list[tuple[str, str, str]]:
     return [(key, *(mean_sd(r.probes[v][key], digits=3) for v in VARIANTS)) for key in r.probes["coat"]]
 
 
-def loss_curves(q: Quickstart) -> dict[str, list[dict[str, Any]]]:
+def loss_curves(q: QuickstartLayout) -> dict[str, list[dict[str, Any]]]:
     return {
         name: [json.loads(line) for line in (q.runs / name / "metrics.jsonl").read_text().splitlines()]
         for name in q.cfg.run_names()
@@ -128,16 +127,16 @@ def smooth(values: list[float], width: int) -> np.ndarray:
     return (sums[1:] - sums[np.maximum(np.arange(1, len(x) + 1) - width, 0)]) / counts
 
 
-def loss_png(q: Quickstart, path: Path) -> Path:
+def loss_png(q: QuickstartLayout, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     curves = loss_curves(q)
-    experts = q.cfg.experts
+    experts = q.cfg.training.experts
     fig, axes = plt.subplots(1, 1 + len(experts), figsize=(4.2 * (1 + len(experts)), 3.4), squeeze=False)
-    width = max(1, q.cfg.steps // 20)
+    width = max(1, q.cfg.training.steps // 20)
     for seed in range(q.cfg.seeds):
         color = f"C{seed}"
         for variant, style in (("coat", "-"), ("base", "--")):
@@ -186,29 +185,22 @@ def accuracy_png(r: Results, path: Path) -> Path:
     return path
 
 
-def readout_example(q: Quickstart) -> None:
-    """`generate --readout` on the first held-out clip of READOUT_TASK, with both seed-0 runs' answers."""
-    from stages.evaluate.answer import answer, load_run
-    from stages.evaluate.benchmarks import load_synth
-    from stages.evaluate.readout import readout_clip
-    from stages.evaluate.run_eval import item_wave
+def numerics(threads: int) -> str:
+    """What decides the float results besides the code and seeds: CPU, kernel level, libraries, threads."""
+    import platform
 
-    out = q.out / "report"
-    if (out / "readout.json").is_file():
-        console.print(f"  {out / 'readout.png'}: already drawn")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    items = load_synth(q.heldout)
-    item = next((i for i in items if i.groups.get("task") == READOUT_TASK), items[0])
-    wave = item_wave(item)
-    said = {}
-    for variant in ("coat", "base"):
-        model = load_run(q.runs / f"{variant}-seed0")
-        said[variant] = answer(model, [wave], [item.question], 8)[0].text
-        if variant == "coat":
-            lines = readout_clip(model, wave, item.question, out / "readout.png").lines
-    record = {"clip": item.id, "question": item.question, "reference": item.reference, "answers": said, "lines": lines}
-    (out / "readout.json").write_text(json.dumps(record, indent=1))
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mkl = torch.backends.mkl.is_available()
+    return (
+        f"{cpu}, torch kernels {torch.backends.cpu.get_cpu_capability()}, "
+        f"{'MKL' if mkl else 'no MKL'}, oneDNN {torch.backends.mkldnn.is_available()}, {threads} thread(s) per rank"
+    )
 
 
 def _markdown_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
@@ -221,7 +213,7 @@ FIT_HEADER = ["held-out answers (%)", "CoAT", "baseline"]
 PROBE_HEADER = ["expert / target @ position", "CoAT", "baseline"]
 
 
-def write_report(q: Quickstart, r: Results, timings: dict[str, float], wall_s: float) -> Path:
+def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wall_s: float) -> Path:
     """DIR/report.md and its pictures under DIR/report/, from the files the phases wrote."""
     import platform
 
@@ -232,14 +224,17 @@ def write_report(q: Quickstart, r: Results, timings: dict[str, float], wall_s: f
     loss_png(q, figures / "losses.png")
     accuracy_png(r, figures / "accuracy.png")
     readout = json.loads((figures / "readout.json").read_text())
-    cfg, seeds = q.cfg, q.cfg.seeds
+    cfg, seeds, train = q.cfg, q.cfg.seeds, q.cfg.training
     sections = [
         "# coat-pipe quickstart report",
         f"Generated by `coat-pipe quickstart --out {q.out}` with the settings at the end, from the files under "
         f"`{q.out}`: do not edit it, run the command again.",
         f"Machine: {platform.node()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}. Wall time {sum(timings.values()):.0f} s over the invocations that built "
-        f"this folder (the last one: {wall_s:.0f} s).",
+        f"torch {torch.__version__}. Numerics: {numerics(cfg.threads_per_rank)}. Runs repeat digit for digit "
+        "where this line and the installed versions are the same; elsewhere expect differences within the "
+        'spread over seeds (docs/PERFORMANCE.md, "Determinism").',
+        f"Wall time {sum(timings.values()):.0f} s over the invocations that built this folder "
+        f"(the last one: {wall_s:.0f} s).",
         "## Held-out accuracy by question type",
         f"{cfg.heldout_clips} held-out clips (synth seed 1), never seen in training. "
         f"Mean ± sd over {seeds} seed(s); Δ is CoAT minus the baseline of the same seed. "
@@ -258,10 +253,10 @@ def write_report(q: Quickstart, r: Results, timings: dict[str, float], wall_s: f
         _markdown_table(FIT_HEADER, answer_fit_rows(r)),
         "## Training",
         f"Both variants: the tiny Qwen2-Audio twin (`{q.model_dir}`, {cfg.window_s} s audio window), LoRA rank "
-        f"{cfg.lora_rank} on every linear layer of the language model, {cfg.steps} steps of {cfg.ranks} DeepSpeed "
-        f"ZeRO-2 CPU ranks × {cfg.batch_size} clips, lr {cfg.lr}, the same data order per seed. CoAT adds "
-        f"K = {cfg.think_tokens} thinking positions and heads for {', '.join(cfg.experts)} "
-        f"(λ = {cfg.distill_weight}, schedule {cfg.schedule}); the baseline is `--no-think`.",
+        f"{train.model.lora_rank} on every linear layer of the language model, {train.steps} steps of {cfg.ranks} "
+        f"DeepSpeed ZeRO-2 CPU ranks × {train.batch_size} clips, lr {train.lr}, the same data order per seed. CoAT "
+        f"adds K = {train.model.think_tokens} thinking positions and heads for {', '.join(train.experts)} "
+        f"(λ = {train.model.distill_weight}, schedule {train.schedule}); the baseline is `--no-think`.",
         "![training losses](report/losses.png)",
         "## What the hidden states hold (probes)",
         "Linear probes, 5-fold cross-validated by clip on the held-out clips, at every layer; the table gives "

@@ -1,9 +1,8 @@
-"""Validating a store against its corpus, summarising it, and writing its stats files."""
+"""Validating a store against its corpus (`store check`), and summarising it (`store info`)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,8 +12,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from pipeline.errors import UserError
 from store_schema.corpus import CorpusInfo, iter_tar_samples, read_tar_keys, sample_meta
+from store_schema.errors import UserError
 from store_schema.layout import (
     CLIP,
     FRAMES,
@@ -26,8 +25,8 @@ from store_schema.layout import (
     shard_store_path,
     stats_path,
 )
-from store_schema.reader import ExpertGroup, ShardStore
-from store_schema.stats import RunningStats, stats_mask, stats_payload, write_stats_file
+from store_schema.reader import ExpertGroup, ShardStore, store_experts
+from store_schema.stats import compute_stats, read_stats
 
 T = TypeVar("T")
 
@@ -45,25 +44,6 @@ def _extract_cmd(corpus: CorpusInfo, expert: str, extra: str = "", reference: Ex
     options = (config.get("expert_options") or {}).get(expert, {})
     flags = "".join(f" --set {expert}.{k}={v}" for k, v in sorted(options.items()))
     return f"coat-pipe extract --corpus {corpus.root} --expert {expert}{flags}{extra}"
-
-
-def read_stats(corpus_root: Path, expert: str) -> dict[str, Any] | None:
-    """`stats/<expert>.json`, None when absent; ValueError when it is not a stats file with finite values."""
-    path = stats_path(corpus_root, expert)
-    if not path.is_file():
-        return None
-    try:
-        stats = json.loads(path.read_text())
-        values = [
-            np.asarray(stats[part][field], dtype=float) for part in ("frames", "clip") for field in ("mean", "std")
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable stats file ({type(e).__name__}: {e})") from None
-    if not all(np.isfinite(v).all() for v in values):
-        raise ValueError(f"{path}: holds NaN or Inf")
-    if any((v <= 0).any() for v in values[1::2]):
-        raise ValueError(f"{path}: holds a standard deviation that is not positive")
-    return stats
 
 
 def _group_problems(group: ExpertGroup, num_samples: int) -> list[str]:
@@ -220,9 +200,7 @@ def check_store(
             )
         stores[shard.name] = store
 
-    stats_dir = corpus.root / "stats"
-    found_stats = sorted(p.stem for p in stats_dir.glob("*.json")) if stats_dir.is_dir() else []
-    names = experts or sorted({e for s in stores.values() for e in s.experts()} | set(found_stats))
+    names = experts or store_experts(corpus)
     for expert in names:
         groups: dict[str, ExpertGroup] = {}
         for shard, store in stores.items():
@@ -246,7 +224,7 @@ def check_store(
             problems.append(Problem("stats", str(e), f"coat-pipe store stats {corpus.root}"))
         # The groups are the data and stats derive from them: trust the majority of groups over the stats.
         majority = Counter(g.fingerprint for g in groups.values()).most_common(1)[0][0] if groups else None
-        want = (expected or {}).get(expert) or majority or (stats or {}).get("fingerprint")
+        want = (expected or {}).get(expert) or majority or (stats.fingerprint if stats else None)
         reference = next((g for g in groups.values() if g.fingerprint == want), None)
         damaged = False
         for shard, store in stores.items():
@@ -276,13 +254,13 @@ def check_store(
         if stats is None:
             if not stats_path(corpus.root, expert).is_file():
                 problems.append(Problem("stats", f"no stats/{expert}.json", f"coat-pipe store stats {corpus.root}"))
-        elif stats.get("fingerprint") != want:
+        elif stats.fingerprint != want:
             problems.append(
                 Problem("stats", f"stats/{expert}.json is from other options", f"coat-pipe store stats {corpus.root}")
             )
         elif full and not damaged and len(groups) == len(corpus.shards):
             recomputed = compute_stats(corpus, expert)
-            if not _same_stats(stats, recomputed):
+            if not stats.matches(recomputed):
                 problems.append(
                     Problem(
                         "stats",
@@ -303,62 +281,6 @@ def _opened_group(store: ShardStore, expert: str) -> ExpertGroup:
     group = store.expert(expert)
     group.offsets, group.status, group.frames.shape, group.clip.shape  # noqa: B018 - read now, as above
     return group
-
-
-def _same_stats(saved: dict[str, Any], recomputed: dict[str, Any]) -> bool:
-    return all(
-        np.allclose(saved[part][field], recomputed[part][field], rtol=1e-3, atol=1e-5)
-        for part in ("frames", "clip")
-        for field in ("mean", "std")
-    ) and saved.get("clips") == recomputed.get("clips")
-
-
-def finalize_stats(corpus: CorpusInfo, spec: ExpertSpec) -> bool:
-    """Merge the groups' partial stats into `stats/<expert>.json` if every shard's group is in place."""
-    frames, clip, clips = RunningStats.empty(spec.dim), RunningStats.empty(spec.dim), 0
-    for shard in corpus.shards:
-        path = shard_store_path(corpus.tar_path(shard))
-        if not (path / spec.expert / "zarr.json").is_file():
-            return False
-        attrs = ShardStore(path).expert(spec.expert).attrs
-        if attrs.get("fingerprint") != spec.fingerprint:
-            return False
-        frames.merge(RunningStats.from_dict(attrs["partial_stats"]["frames"]))
-        clip.merge(RunningStats.from_dict(attrs["partial_stats"]["clip"]))
-        clips += int(attrs["status_counts"].get("ok", 0))
-    payload = stats_payload(spec.expert, spec.fingerprint, spec.kind, frames, clip, clips, len(corpus.shards))
-    write_stats_file(stats_path(corpus.root, spec.expert), payload)
-    return True
-
-
-def recompute_stats(corpus: CorpusInfo, expert: str) -> dict[str, Any]:
-    """Recompute `stats/<expert>.json` from the stored frames themselves (not the partial sums) and write it."""
-    payload = compute_stats(corpus, expert)
-    write_stats_file(stats_path(corpus.root, expert), payload)
-    return payload
-
-
-def compute_stats(corpus: CorpusInfo, expert: str, rows_per_read: int = 65536) -> dict[str, Any]:
-    """The content of `stats/<expert>.json`, computed from the stored frames and clip targets."""
-    frames_stats, clip_stats, clips, spec = None, None, 0, None
-    for shard in corpus.shards:
-        group = ShardStore.for_tar(corpus.tar_path(shard)).expert(expert)
-        if spec is not None and group.spec.fingerprint != spec.fingerprint:
-            raise ValueError(f"{shard.name}: {expert!r} fingerprint differs from the first shard's; run store check")
-        spec = group.spec
-        if frames_stats is None or clip_stats is None:
-            frames_stats, clip_stats = RunningStats.empty(spec.dim), RunningStats.empty(spec.dim)
-        total = group.frames.shape[0]
-        for start in range(0, total, rows_per_read):
-            block = group.frames[start : start + rows_per_read]
-            frames_stats.update(block, stats_mask(spec.kind, block))
-        ok = group.status == 0
-        clip_block = group.clip[:][ok]
-        clip_stats.update(clip_block, stats_mask(spec.kind, clip_block, clip=True))
-        clips += int(ok.sum())
-    if spec is None or frames_stats is None or clip_stats is None:
-        raise ValueError("the corpus has no shards")
-    return stats_payload(expert, spec.fingerprint, spec.kind, frames_stats, clip_stats, clips, len(corpus.shards))
 
 
 def _dir_bytes(path: Path) -> int:

@@ -6,12 +6,18 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.storage import MemoryStore
+
+from store_schema.corpus import CorpusInfo
+from store_schema.errors import UserError
+from store_schema.layout import shard_store_path
+from store_schema.reader import ShardStore, expert_groups
 
 # Byte-shuffled zstd inside Blosc: on mel and pitch targets it stores 15-30 % fewer bytes than plain
 # zstd at similar speed (docs/PERFORMANCE.md, "Store compression").
@@ -51,3 +57,19 @@ def measure_codec(frames: np.ndarray, codec: Any, chunk_rows: int = 4096, repeat
             raise RuntimeError(f"codec {codec} did not round-trip")
     mb = raw.nbytes / 1e6
     return {"ratio": stored / raw.nbytes, "write_mb_s": mb / best_write, "read_mb_s": mb / best_read}
+
+
+def bench_codecs(corpus: CorpusInfo) -> tuple[Path, list[tuple[str, str, bool, dict[str, float]]]]:
+    """Every candidate codec on the first shard's stored frames of each expert: (that store, rows of
+    (expert, codec, whether it is the one in use, `measure_codec`'s figures))."""
+    path = shard_store_path(corpus.tar_path(corpus.shards[0]))
+    experts = expert_groups(path) if path.is_dir() else []
+    if not experts:
+        raise UserError(f"{path}: no expert groups to measure; run coat-pipe extract first")
+    rows = []
+    for expert in experts:
+        frames = ShardStore(path).expert(expert).frames[:]
+        for name, codec in CANDIDATES.items():
+            in_use = codec is not None and codec.to_dict() == FRAME_CODEC.to_dict()
+            rows.append((expert, name, in_use, measure_codec(frames, codec)))
+    return path, rows

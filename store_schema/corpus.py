@@ -15,7 +15,7 @@ from typing import Any
 import webdataset as wds
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
 
-from pipeline.errors import UserError
+from store_schema.errors import UserError
 
 CORPUS_FILE = "corpus.json"
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "mp3")  # tar entries read as the clip's audio, first found wins

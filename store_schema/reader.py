@@ -10,7 +10,18 @@ from typing import Any
 import numpy as np
 import zarr
 
-from store_schema.layout import CLIP, FRAMES, KEYS, OFFSETS, STATUS, ExpertSpec, is_temp_group, shard_store_path
+from store_schema.corpus import CorpusInfo
+from store_schema.layout import (
+    CLIP,
+    FRAMES,
+    KEYS,
+    OFFSETS,
+    STATS_DIR,
+    STATUS,
+    ExpertSpec,
+    is_temp_group,
+    shard_store_path,
+)
 
 
 @dataclass
@@ -75,16 +86,46 @@ class ShardStore:
     def keys(self) -> list[str]:
         return self._root[KEYS][:].tolist()
 
-    def _subdirs(self) -> list[str]:
-        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and (p / "zarr.json").is_file())
-
     def experts(self) -> list[str]:
         """Names of the expert groups in place (complete ones; temporary names excluded)."""
-        return [n for n in self._subdirs() if n != KEYS and not is_temp_group(n)]
+        return expert_groups(self.path)
 
     def temp_groups(self) -> list[str]:
-        return [n for n in self._subdirs() if is_temp_group(n)]
+        return [n for n in _group_dirs(self.path) if is_temp_group(n)]
 
     def expert(self, name: str) -> ExpertGroup:
         path = self.path / name
         return ExpertGroup(path, dict(zarr.open_group(path, mode="r").attrs))
+
+
+def _group_dirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "zarr.json").is_file())
+
+
+def expert_groups(store: Path) -> list[str]:
+    """The expert groups in place in one shard's store, read from its folders alone (no Zarr metadata)."""
+    return [n for n in _group_dirs(store) if n != KEYS and not is_temp_group(n)]
+
+
+def group_fingerprint(store: Path, expert: str) -> str | None:
+    """The fingerprint of EXPERT's complete group in one shard's store; None when it has none."""
+    path = store / expert
+    if not (path / "zarr.json").is_file():
+        return None
+    return str(zarr.open_group(path, mode="r").attrs.get("fingerprint"))
+
+
+def store_experts(corpus: CorpusInfo) -> list[str]:
+    """Every expert the store holds anything of: a group in any shard's store, or a stats file.
+
+    One that is only partly there is listed too, so that whoever uses it meets `store check`'s finding
+    rather than silently training without it."""
+    names = set()
+    for shard in corpus.shards:
+        path = shard_store_path(corpus.tar_path(shard))
+        if path.is_dir():
+            names.update(expert_groups(path))
+    stats_dir = corpus.root / STATS_DIR
+    if stats_dir.is_dir():
+        names.update(p.stem for p in stats_dir.glob("*.json") if not p.name.startswith("."))
+    return sorted(names)

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.errors import UserError
 from store_schema.codecs import FRAME_CODEC
 from store_schema.corpus import CorpusInfo
+from store_schema.errors import UserError
 from store_schema.layout import (
     CLIP,
     FRAME_CHUNK,
@@ -37,7 +37,8 @@ from store_schema.layout import (
     is_temp_group,
     shard_store_path,
 )
-from store_schema.stats import RunningStats, stats_mask
+from store_schema.reader import store_experts
+from store_schema.stats import ExpertStats, RunningStats, compute_stats, stats_mask, write_stats
 
 
 def refuse_links_out(corpus: CorpusInfo) -> None:
@@ -222,3 +223,19 @@ class ExpertGroupWriter:
         else:
             os.rename(self.store / tmp_name, final)
         return attrs
+
+
+def rewrite_stats(corpus: CorpusInfo, experts: list[str] | None = None) -> Iterator[ExpertStats]:
+    """`store stats`: recompute `stats/<expert>.json` of EXPERTS (default: all the store holds) from the
+    stored frames themselves, write each, and yield it."""
+    refuse_links_out(corpus)
+    names = experts or store_experts(corpus)
+    if not names:
+        raise UserError(f"{corpus.root}: no expert groups found; run coat-pipe extract first")
+    for name in names:
+        try:
+            stats = compute_stats(corpus, name)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise UserError(f"{corpus.root}: cannot compute {name} stats ({e}); run coat-pipe store check") from None
+        write_stats(corpus.root, stats)
+        yield stats

@@ -8,7 +8,7 @@ import tomllib
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PINNED_ELSEWHERE = ("torch", "transformers", "peft", "deepspeed")
 

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from pipeline.audio import AudioError, encode_flac, read_audio_span, resample
-from pipeline.errors import UserError
-from pipeline.progress import audio_progress
+from stages.audio import AudioError, encode_flac, read_audio_span, resample
+from stages.progress import audio_progress
 from store_schema.corpus import CorpusWriter, conversation_turns, refuse_non_empty, safe_key, write_new_file
+from store_schema.errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 ASR_QUESTION = "Transcribe the speech in the audio."

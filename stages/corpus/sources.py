@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
 from stages.corpus.shard import ASR_QUESTION, ManifestEntry, Rejected
 from store_schema.corpus import conversation_turns
+from store_schema.errors import UserError
 
 AUDIO_PLACEHOLDER = "<audio>"
 ROWS_PER_BATCH = 512  # rows read from a parquet or Arrow file at a time

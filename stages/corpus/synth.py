@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio import encode_flac
-from pipeline.progress import audio_progress
+from stages.audio import encode_flac
+from stages.progress import audio_progress
 from store_schema.corpus import CorpusWriter
 
 SAMPLE_RATE = 16000

@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import PeftModel
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import BatchFeature, LogitsProcessor, LogitsProcessorList
 
-from pipeline.errors import UserError
-from stages.train.batch import CoatSample, _cut
-from stages.train.bundle import load_bundle
+from stages.train.bundle import bundle_dir, load_bundle
 from stages.train.model import CoatModel
-from stages.train.think import thinking_block
+from stages.train.prompt import encode_conversations
 
 
 class BlockTokensBanned(LogitsProcessor):
@@ -41,14 +39,6 @@ class Answer:
     prompt_ids: list[int]  # the prompt as the model saw it (audio placeholders expanded, no padding)
 
 
-def bundle_dir(run: Path) -> Path:
-    """A run directory's `final/`, or the bundle folder itself; a one-line error for anything else."""
-    for candidate in (run / "final", run):
-        if (candidate / "config.yaml").is_file() and (candidate / "adapter").is_dir():
-            return candidate
-    raise UserError(f"{run}: no model bundle (expected {run}/final/ from `coat-pipe train`)")
-
-
 def for_inference(model: CoatModel, device: str | torch.device = "cpu") -> CoatModel:
     """On `device`, in eval mode, with LoRA and the block's token rows merged into the base weights:
     the same numbers, without the adapters' extra work at every decoding step."""
@@ -67,19 +57,11 @@ def load_run(run: Path, device: str = "cpu", model_path: str | None = None) -> C
     return for_inference(load_bundle(bundle_dir(run), model_path=model_path), device)
 
 
-def prompt_text(model: CoatModel, question: str) -> str:
-    """The chat-template prompt up to the assistant turn, with the thinking block opening that turn."""
-    block = thinking_block(len(model.think.slots)) if model.think else ""
-    return model.backbone.prompt(model.processor, question) + block
-
-
-def encode_prompts(model: CoatModel, waves: list[np.ndarray], questions: list[str]):  # noqa: ANN201
+def encode_prompts(model: CoatModel, waves: list[np.ndarray], questions: list[str]) -> BatchFeature:
     """Left-padded prompts (generation appends on the right) with the processor's audio features."""
-    samples = [CoatSample(f"clip{i}", w, q, "") for i, (w, q) in enumerate(zip(waves, questions))]
-    limit = model.backbone.max_audio_seconds(model.processor)
-    texts = [prompt_text(model, q) for q in questions]
-    cut = [_cut(s, limit, model.backbone) for s in samples]
-    return model.backbone.encode(model.processor, texts, cut, padding_side="left")
+    k = len(model.think.slots) if model.think else 0
+    keys = [f"clip{i}" for i in range(len(waves))]
+    return encode_conversations(model.backbone, model.processor, k, keys, waves, questions, padding_side="left")
 
 
 @torch.inference_mode()

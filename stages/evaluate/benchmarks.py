@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
 from stages.evaluate.scoring import LETTERS
+from store_schema.errors import UserError
 
 KINDS = {"mmau": "choice", "mmar": "choice", "classification": "label", "asr": "wer", "synth": "exact"}
 

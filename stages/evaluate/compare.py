@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from store_schema.errors import UserError
 
 
 def read_metrics(out: Path) -> dict[str, Any]:

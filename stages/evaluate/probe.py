@@ -26,14 +26,15 @@ import torch
 import yaml
 from peft import PeftModel
 
-from pipeline.errors import UserError
-from pipeline.progress import console
-from stages.evaluate.answer import bundle_dir, encode_prompts, for_inference, load_run
+from stages.evaluate.answer import encode_prompts, for_inference, load_run
+from stages.progress import console
 from stages.train.batch import CoatSample, read_samples
+from stages.train.bundle import bundle_dir
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec, pool_to_slots
-from store_schema.layout import STATS_DIR
+from store_schema.errors import UserError
+from store_schema.stats import read_stats
 
 ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0, 1e4)
 FOLDS = 5
@@ -122,6 +123,17 @@ def logistic_fit(x: np.ndarray, y: np.ndarray) -> tuple[torch.nn.Linear, np.ndar
     return layer, mu, sd
 
 
+def clip_folds(clips: int) -> np.ndarray:
+    """Clip -> cross-validation fold, FOLDS folds of (nearly) equal size, in a fixed random order."""
+    return np.random.default_rng(0).permutation(clips) % FOLDS
+
+
+def slot_folds(fold: np.ndarray, k: int) -> np.ndarray:
+    """Row -> fold for the K slot rows of each clip: a clip's slots share its fold, so no probe is tested
+    on a clip it was fit on (rows of one clip are near-duplicates, and would leak)."""
+    return np.repeat(fold, k)
+
+
 def cross_validated(kind: str, x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> float:
     """Out-of-fold score: every row is predicted by a probe fit without its clip."""
     if kind == "probs":
@@ -172,14 +184,19 @@ def run_probes(
     runs: list[Path], corpus: Path, experts: list[str], out: Path, limit: int | None = None, device: str = "cpu"
 ) -> ProbeResult:
     """Probe every run on the corpus's clips; write probes.json, probes.md and probe_layers.png to `out`."""
+    specs = {}
     for expert in experts:
-        if not (corpus / STATS_DIR / f"{expert}.json").is_file():
+        try:
+            stats = read_stats(corpus, expert)
+        except ValueError as e:
+            raise UserError(f"{e}; run coat-pipe store check {corpus}") from None
+        if stats is None:
             raise UserError(f"{corpus}: no `{expert}` in the store; run `coat-pipe extract --expert {expert}` first")
-    specs = {e: TargetSpec.from_stats(json.loads((corpus / STATS_DIR / f"{e}.json").read_text())) for e in experts}
+        specs[expert] = TargetSpec.from_stats(stats)
     samples = read_samples(corpus, experts, limit)
     if len(samples) < 10:
         raise UserError(f"{corpus}: {len(samples)} usable clips; probes need at least 10")
-    fold = np.random.default_rng(0).permutation(len(samples)) % FOLDS  # clip -> cross-validation fold
+    fold = clip_folds(len(samples))
     models = {run: load_run(run, device) for run in runs}
     ks = {len(m.think.slots) for m in models.values() if m.think is not None}
     k = ks.pop() if len(ks) == 1 else 32  # baselines alone (or mixed K) are read with a 32-token block
@@ -199,7 +216,7 @@ def run_probes(
             clip_mask = np.ones_like(clips, dtype=bool)
             if spec.kind == "pitch":
                 clip_mask[:, 0] = np.array([s.clip[name][1] > 0 for s in samples])
-            slot_fold = np.repeat(fold, kk)  # a clip's K slots share its fold
+            slot_fold = slot_folds(fold, kk)
             for layer in range(len(answer_states)):
                 per_slot = think_states[layer].reshape(n * kk, -1)
                 results = {

@@ -68,7 +68,7 @@ def fresh_targets(name: str, wave: np.ndarray, k: int) -> tuple[np.ndarray, np.n
         expert = load_expert(name)
     except Exception:  # noqa: BLE001 - a model expert without local weights: show the prediction alone
         return None
-    from pipeline.audio import resample
+    from stages.audio import resample
 
     audio = resample(wave, SAMPLE_RATE, expert.sample_rate)
     frames = expert([audio])[0]

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio import AudioError, decode_audio, read_audio_file, resample
-from pipeline.errors import UserError
-from pipeline.progress import audio_progress
+from stages.audio import AudioError, decode_audio, read_audio_file, resample
 from stages.evaluate.answer import answer, load_run
 from stages.evaluate.benchmarks import EvalItem, load_benchmark
 from stages.evaluate.metrics import judge, markdown, score
+from stages.progress import audio_progress
 from stages.train.backbones.base import SAMPLE_RATE
+from store_schema.errors import UserError
 
 
 def item_wave(item: EvalItem) -> np.ndarray:

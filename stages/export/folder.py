@@ -28,13 +28,12 @@ import yaml
 from safetensors.torch import save_file
 from transformers import AutoConfig, GenerationConfig
 
-from pipeline.errors import UserError
-from stages.evaluate.answer import bundle_dir
 from stages.export.card import model_card
-from stages.train.bundle import load_bundle
+from stages.train.bundle import bundle_dir, load_bundle
 from stages.train.model import CoatModel
 from stages.train.think import thinking_block
 from store_schema.corpus import refuse_non_empty
+from store_schema.errors import UserError
 
 EXPORT_FORMAT = 1
 META_FILE = "coat_pipe.json"
@@ -107,7 +106,7 @@ def export_run(run: Path, out: Path, adapter_only: bool = False, overwrite: bool
         "model": coat.config.model_dump(mode="json"),
         "think_ids": coat.think.all if coat.think else None,
         "block_suffix": block_suffix(k) if coat.think else "",
-        "targets": {e: s.to_dict() for e, s in coat.specs.items()},
+        "targets": {e: s.to_stats().to_json() for e, s in coat.specs.items()},
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
     train_config = _read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}

@@ -8,13 +8,14 @@ from pathlib import Path
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from pipeline.errors import UserError
 from stages.export.folder import EXPORT_FORMAT, HEADS_FILE, META_FILE
 from stages.train.backbones import BACKBONES, resolve_backbone
 from stages.train.config import ModelConfig
 from stages.train.model import DTYPES, CoatModel
 from stages.train.targets import TargetSpec
 from stages.train.think import ThinkIds
+from store_schema.errors import UserError
+from store_schema.stats import ExpertStats
 
 
 def is_export(folder: Path) -> bool:
@@ -54,7 +55,7 @@ def load_export(folder: Path | str) -> CoatModel:
         if tokenizer.convert_tokens_to_ids(tokens) != think_ids:
             raise UserError(f"{folder}: its tokenizer does not hold the thinking tokens it was exported with")
         think = ThinkIds(think_ids[0], tuple(think_ids[1:-1]), think_ids[-1])
-    specs = {e: TargetSpec.from_stats(d) for e, d in meta["targets"].items()}
+    specs = {e: TargetSpec.from_stats(ExpertStats.from_json(d)) for e, d in meta["targets"].items()}
     coat = CoatModel(config, backbone, source, model, processor, think, specs)
     if len(coat.heads) and (folder / HEADS_FILE).is_file():
         coat.heads.load_state_dict(load_file(folder / HEADS_FILE))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.audio import AudioError, audio_status, decode_audio, resample
+from stages.audio import AudioError, audio_status, decode_audio, resample
 from store_schema.corpus import iter_tar_samples, sample_audio
 from store_schema.layout import Status
 

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 
-from pipeline.config import config_dict
-from pipeline.errors import UserError
-from pipeline.progress import audio_progress
+from stages.config_files import config_dict
 from stages.extract.config import ExtractConfig, worker_slice
 from stages.extract.experts import Expert, load_expert
 from stages.extract.loader import DecodedClip, clip_loader, length_batches
 from stages.extract.pooling import pool_clip, pool_to_store_rate
-from store_schema.check import finalize_stats
+from stages.progress import audio_progress
 from store_schema.corpus import CorpusInfo, ShardInfo, read_corpus, read_tar_keys
+from store_schema.errors import UserError
 from store_schema.layout import SCHEMA_VERSION, ExpertSpec, Status, shard_store_path
+from store_schema.reader import ShardStore, group_fingerprint
+from store_schema.stats import finalize_stats
 from store_schema.writer import ExpertGroupWriter, ensure_shard_store, refuse_links_out, remove_temp_groups, shard_lock
 
 WINDOW_BATCHES = 4  # clips gathered before sorting by length: a few batches' worth
@@ -76,13 +76,6 @@ def load_experts(config: ExtractConfig) -> list[Expert]:
     return experts
 
 
-def _group_fingerprint(tar: Path, expert: str) -> str | None:
-    path = shard_store_path(tar) / expert
-    if not (path / "zarr.json").is_file():
-        return None
-    return str(zarr.open_group(path, mode="r").attrs.get("fingerprint"))
-
-
 def _refuse_stale(corpus: CorpusInfo, shards: list[ShardInfo], specs: list[ExpertSpec], config: ExtractConfig) -> None:
     """Before any work: a store of another schema or rate, or a group made with other options, stops the run."""
     stale = []
@@ -91,14 +84,14 @@ def _refuse_stale(corpus: CorpusInfo, shards: list[ShardInfo], specs: list[Exper
         store = shard_store_path(tar)
         if not store.is_dir():
             continue
-        attrs = zarr.open_group(store, mode="r").attrs
+        attrs = ShardStore(store).attrs
         if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("store_rate") != config.store_rate:
             raise UserError(
                 f"{store}: schema {attrs.get('schema_version')} at {attrs.get('store_rate')} Hz, this run writes "
                 f"schema {SCHEMA_VERSION} at {config.store_rate} Hz; move the old store aside first"
             )
         for spec in specs:
-            found = _group_fingerprint(tar, spec.expert)
+            found = group_fingerprint(store, spec.expert)
             if found is not None and found != spec.fingerprint and not config.overwrite:
                 stale.append(f"{shard.name}: {spec.expert} ({found} ≠ {spec.fingerprint})")
     if stale:
@@ -305,8 +298,8 @@ def _run_extract(config: ExtractConfig, corpus: CorpusInfo) -> ExtractSummary:
                 if not locks.enter_context(shard_lock(corpus.root, shard.name, blocking=blocking)):
                     still_waiting.append(shard)
                     continue
-                tar = corpus.tar_path(shard)
-                current = all(_group_fingerprint(tar, s.expert) == s.fingerprint for s in specs.values())
+                store = shard_store_path(corpus.tar_path(shard))
+                current = all(group_fingerprint(store, s.expert) == s.fingerprint for s in specs.values())
                 if current and not (config.overwrite and shard.name not in summary.shards_done):
                     summary.shards_skipped.append(shard.name)
                     continue

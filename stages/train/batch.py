@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,10 +9,11 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from pipeline.audio import decode_audio, resample
+from stages.audio import decode_audio, resample
 from stages.train.backbones.base import SAMPLE_RATE, Backbone
+from stages.train.prompt import encode_conversations
 from stages.train.targets import SlotTargets, TargetSpec, make_targets
-from stages.train.think import ThinkIds, thinking_block
+from stages.train.think import ThinkIds
 from store_schema.corpus import conversation_turns, iter_tar_samples, read_corpus, sample_audio, sample_meta
 from store_schema.layout import Status
 from store_schema.reader import ShardStore
@@ -74,18 +74,6 @@ def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None
     return samples
 
 
-def _cut(sample: CoatSample, seconds: float, backbone: Backbone) -> np.ndarray:
-    limit = int(seconds * SAMPLE_RATE)
-    if len(sample.wave) > limit:
-        warnings.warn(
-            f"{sample.key}: {len(sample.wave) / SAMPLE_RATE:.1f} s is longer than {backbone.name}'s "
-            f"{seconds:.0f} s; the model hears the first {seconds:.0f} s",
-            stacklevel=3,
-        )
-        return sample.wave[:limit]
-    return sample.wave
-
-
 def response_labels(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ids: list[list[int]]
 ) -> torch.Tensor:
@@ -108,11 +96,10 @@ def make_batch(
     specs: dict[str, TargetSpec],
 ) -> CoatBatch:
     """Texts in the backbone's chat template with the block opening the assistant turn; labels; targets."""
-    block = thinking_block(len(think.slots)) if think else ""
     responses = [s.answer + backbone.end_of_turn for s in samples]
-    texts = [backbone.prompt(processor, s.question) + block + r for s, r in zip(samples, responses)]
-    limit = backbone.max_audio_seconds(processor)
-    inputs = backbone.encode(processor, texts, [_cut(s, limit, backbone) for s in samples])
+    keys, waves, questions = [s.key for s in samples], [s.wave for s in samples], [s.question for s in samples]
+    k = len(think.slots) if think else 0
+    inputs = encode_conversations(backbone, processor, k, keys, waves, questions, responses)
     response_ids = [processor.tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
     labels = response_labels(inputs["input_ids"], inputs["attention_mask"], response_ids)
     targets = {}

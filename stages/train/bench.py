@@ -20,7 +20,7 @@ from stages.train.config import ModelConfig
 from stages.train.data import PlannedBatches, batch_loader, plan_epoch, preflight, usable_items
 from stages.train.model import CoatModel
 from store_schema.corpus import read_corpus
-from store_schema.layout import STATS_DIR
+from store_schema.reader import store_experts
 
 ROUNDS = 2  # each variant runs its timed steps this often, alternating; the fastest round counts
 
@@ -62,7 +62,7 @@ def bench_train(
         write_synth_corpus(corpus_dir, 96, seed=0, shard_size=32, progress=False)
         run_extract(ExtractConfig(corpus=corpus_dir, experts=["mel", "pitch"], progress=False, num_workers=0))
     corpus = read_corpus(corpus_dir)
-    experts = sorted(p.stem for p in (corpus_dir / STATS_DIR).glob("*.json"))
+    experts = store_experts(corpus)
     specs = preflight(corpus, experts)
     usable, skipped = usable_items(corpus, experts)
     plan = plan_epoch(usable, skipped, 0, 0, 0, 1, batch_size)

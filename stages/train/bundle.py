@@ -17,10 +17,11 @@ import yaml
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from pipeline.errors import UserError
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec
+from store_schema.errors import UserError
+from store_schema.stats import ExpertStats
 
 
 def save_bundle(model: CoatModel, out: Path | str) -> Path:
@@ -37,8 +38,16 @@ def save_bundle(model: CoatModel, out: Path | str) -> Path:
     model.processor.save_pretrained(out / "processor")
     if len(model.heads):
         save_file({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}, out / "heads.safetensors")
-    (out / "targets.json").write_text(json.dumps({e: s.to_dict() for e, s in model.specs.items()}, indent=1))
+    (out / "targets.json").write_text(json.dumps({e: s.to_stats().to_json() for e, s in model.specs.items()}, indent=1))
     return out
+
+
+def bundle_dir(run: Path) -> Path:
+    """A run directory's `final/`, or the bundle folder itself; a one-line error for anything else."""
+    for candidate in (run / "final", run):
+        if (candidate / "config.yaml").is_file() and (candidate / "adapter").is_dir():
+            return candidate
+    raise UserError(f"{run}: no model bundle (expected {run}/final/ from `coat-pipe train`)")
 
 
 def load_bundle(path: Path | str, backbone: str | None = None, model_path: str | None = None) -> CoatModel:
@@ -59,7 +68,7 @@ def load_bundle(path: Path | str, backbone: str | None = None, model_path: str |
         config = config.model_copy(update={"model_path": model_path})
     if backbone is not None and backbone.removeprefix("tiny-") != meta["backbone"]:
         raise UserError(f"{path} was trained on {meta['backbone']}, not {backbone}; load it with its own backbone")
-    specs = {e: TargetSpec.from_stats(d | {"frames": d["frames"], "clip": d["clip"]}) for e, d in targets.items()}
+    specs = {e: TargetSpec.from_stats(ExpertStats.from_json(d)) for e, d in targets.items()}
     base_backbone, source, model, processor, think = CoatModel.load_base(config)
     if (think.all if think else None) != meta["think_ids"]:
         raise UserError(f"{path}: the base tokenizer gives other ids to the thinking tokens than training did")

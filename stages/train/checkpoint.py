@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipeline.errors import UserError
+from store_schema.errors import UserError
 
 MANIFEST = "manifest.json"
 LATEST = "latest"

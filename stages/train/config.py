@@ -87,11 +87,12 @@ class TrainConfig(BaseModel):
 RESUMABLE_CHANGES = ("steps", "save_every", "log_every", "num_workers", "resume", "ds_config", "out")
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_settings(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"lora_rank": 16}} -> {"model.lora_rank": 16}."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten_settings(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -99,7 +100,7 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def settings_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """Compare a run's saved config with a resume's: (refused changes as "key: old → new", allowed ones)."""
-    old, new = _flatten(saved), _flatten(current)
+    old, new = flatten_settings(saved), flatten_settings(current)
     refused, allowed = [], {}
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key) or key == "resume":

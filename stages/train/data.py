@@ -28,15 +28,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.audio import AudioError
-from pipeline.errors import UserError
+from stages.audio import AudioError
 from stages.train.batch import CoatSample, coat_sample
 from stages.train.stop_signal import ignore_stop_signals
 from stages.train.targets import TargetSpec
-from store_schema.check import check_store, read_stats
+from store_schema.check import check_store
 from store_schema.corpus import CorpusInfo, TarIndex, read_corpus
+from store_schema.errors import UserError
 from store_schema.layout import Status
 from store_schema.reader import ShardStore
+from store_schema.stats import read_stats
 
 Item = tuple[int, int]  # (shard position in corpus.json, sample index in the shard)
 

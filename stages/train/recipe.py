@@ -30,9 +30,8 @@ import torch.distributed as dist
 import yaml
 from torch.optim.lr_scheduler import LambdaLR
 
-from pipeline.config import config_dict
-from pipeline.errors import UserError
-from pipeline.progress import console, training_progress
+from stages.config_files import config_dict
+from stages.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
 from stages.train.bundle import save_bundle
 from stages.train.checkpoint import LATEST, load_rng, save_checkpoint, verified_tag
@@ -50,7 +49,8 @@ from stages.train.model import CoatModel
 from stages.train.run_dir import check_run_dir, drop_rows_after
 from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
 from store_schema.corpus import read_corpus
-from store_schema.layout import STATS_DIR
+from store_schema.errors import UserError
+from store_schema.reader import store_experts
 
 
 def uses_gpu() -> bool:
@@ -111,7 +111,7 @@ def warmup_cosine(cfg: TrainConfig):  # noqa: ANN201 - LambdaLR's multiplier
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- data first: refuse a bad store before anything starts, then the epoch plan's inputs -------
     corpus = read_corpus(cfg.corpus)
-    experts = cfg.experts or sorted(p.stem for p in (cfg.corpus / STATS_DIR).glob("*.json"))
+    experts = cfg.experts or store_experts(corpus)
     if not experts and not cfg.model.no_think:
         raise UserError(f"{cfg.corpus}: no experts in the store; run `coat-pipe extract --corpus {cfg.corpus}` first")
     specs = preflight(corpus, experts) if experts else {}

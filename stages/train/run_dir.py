@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import config_dict
-from pipeline.errors import UserError
+from stages.config_files import config_dict
 from stages.train.checkpoint import LATEST
 from stages.train.config import TrainConfig, settings_changes
+from store_schema.errors import UserError
 
 LAUNCHER_FILE = "hostfile"  # launch/train.sh writes the allocation's hostfile into the run before training
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from pipeline.errors import UserError
+from store_schema.errors import UserError
 
 T = TypeVar("T")
 

@@ -8,12 +8,12 @@ so every slot is defined.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from store_schema.layout import VOICED_THRESHOLD
+from store_schema.stats import ExpertStats, StatsSummary
 
 STANDARDISED = ("embedding", "spectrum")  # regression targets; probs and logits keep their scale
 
@@ -32,32 +32,28 @@ class TargetSpec:
     clip_std: np.ndarray  # (D,)
 
     @classmethod
-    def from_stats(cls, stats: dict[str, Any]) -> TargetSpec:
-        """From the content of `stats/<expert>.json`."""
+    def from_stats(cls, stats: ExpertStats) -> TargetSpec:
+        """From the store's stats record (`stats/<expert>.json`, or its copy in a model bundle)."""
 
-        def arr(part: str, key: str) -> np.ndarray:
-            return np.asarray(stats[part][key], dtype=np.float32)
+        def arr(values: np.ndarray) -> np.ndarray:
+            return np.asarray(values, dtype=np.float32)
 
+        frames, clip = stats.frames, stats.clip
         return cls(
-            stats["expert"],
-            stats["kind"],
-            int(stats["dim"]),
-            stats["fingerprint"],
-            arr("frames", "mean"),
-            arr("frames", "std"),
-            arr("clip", "mean"),
-            arr("clip", "std"),
+            stats.expert,
+            stats.kind,
+            stats.dim,
+            stats.fingerprint,
+            arr(frames.mean),
+            arr(frames.std),
+            arr(clip.mean),
+            arr(clip.std),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "expert": self.expert,
-            "kind": self.kind,
-            "dim": self.dim,
-            "fingerprint": self.fingerprint,
-            "frames": {"mean": self.frame_mean.tolist(), "std": self.frame_std.tolist()},
-            "clip": {"mean": self.clip_mean.tolist(), "std": self.clip_std.tolist()},
-        }
+    def to_stats(self) -> ExpertStats:
+        """The record a model bundle carries (without the counts, which stay with the store)."""
+        frames, clip = StatsSummary(self.frame_mean, self.frame_std), StatsSummary(self.clip_mean, self.clip_std)
+        return ExpertStats(self.expert, self.fingerprint, self.kind, self.dim, frames, clip)
 
     def standardise(self, values: np.ndarray, clip: bool = False) -> np.ndarray:
         """Per-dimension z-scores where the kind is a regression; pitch z-scores cents only."""

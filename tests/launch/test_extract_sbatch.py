@@ -11,7 +11,7 @@ import pytest
 
 from store_schema.corpus import read_corpus
 from store_schema.writer import shard_store_path
-from tests.conftest import REPO, cli, subprocess_env
+from tests.helpers import REPO, cli, subprocess_env
 
 EXTRACT_SBATCH = REPO / "launch" / "extract.sbatch"
 
@@ -48,6 +48,7 @@ def six_shards(tmp_path) -> Path:
     return tmp_path / "corpus"
 
 
+@pytest.mark.slow
 def test_four_tasks_cover_every_shard_once_and_the_last_checks_the_store(six_shards):
     logs = _run_array(six_shards, array_id=501)
     shards = [s.name for s in read_corpus(six_shards).shards]

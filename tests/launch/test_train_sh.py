@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli, subprocess_env
+from tests.helpers import REPO, cli, subprocess_env
 
 FAKE_SLURM = Path(__file__).with_name("fake_slurm")
 TRAIN_SH = REPO / "launch" / "train.sh"
@@ -36,12 +36,13 @@ def _steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["preempted", "time-limit"])
-def test_two_nodes_stopped_mid_run_checkpoint_requeue_and_finish(sig, corpus, tmp_path):
-    run = tmp_path / "run"
+def _submit_and_signal(sig: int, run: Path, corpus: Path, env: dict[str, str], extra: tuple[str, ...] = ()) -> str:
+    """sbatch train.sh; once 3 steps are logged, the scheduler's event: SIGALRM = the time limit is
+    `--signal`'s lead time away (the fake sbatch then sends what train.sh's #SBATCH --signal asks for),
+    SIGTERM = preemption (every process of the job gets SIGTERM, then SIGKILL after KillWait)."""
     job = subprocess.Popen(
-        ["sbatch", str(TRAIN_SH), *TRAIN_ARGS, "--corpus", str(corpus), "--out", str(run), "--steps", "30"],
-        env=_env(tmp_path),
+        ["sbatch", str(TRAIN_SH), *TRAIN_ARGS, "--corpus", str(corpus), "--out", str(run), "--steps", "30", *extra],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -51,9 +52,21 @@ def test_two_nodes_stopped_mid_run_checkpoint_requeue_and_finish(sig, corpus, tm
         if (run / "metrics.jsonl").is_file() and len(_steps(run)) >= 3:
             break
         time.sleep(0.1)
-    job.send_signal(sig)  # SLURM signals the batch shell; train.sh passes it on through srun
+    job.send_signal(sig)
     log, _ = job.communicate(timeout=600)
     assert job.returncode == 0, log[-4000:]
+    return log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGALRM], ids=["preempted", "time-limit"])
+def test_two_nodes_stopped_mid_run_checkpoint_requeue_and_finish(sig, corpus, tmp_path):
+    run = tmp_path / "run"
+    log = _submit_and_signal(sig, run, corpus, _env(tmp_path))
+    if sig == signal.SIGALRM:  # the warning train.sh's `#SBATCH --signal=B:USR1@300` asks for, to the batch shell
+        assert "time limit near: SIGUSR1 to the batch shell (--signal=B:USR1@300)" in log
+    else:
+        assert "preempted: SIGTERM to every process of job" in log and "KillWait over" not in log
 
     # the allocation: two loopback nodes, one rank each, rendezvous on the first
     assert (run / "hostfile").read_text() == "localhost slots=1\n127.0.0.1 slots=1\n"
@@ -67,12 +80,26 @@ def test_two_nodes_stopped_mid_run_checkpoint_requeue_and_finish(sig, corpus, tm
     assert {p.name for p in (run / "checkpoints" / tag).glob("rng-rank*.json")} == {"rng-rank0.json", "rng-rank1.json"}
     # requeued (by train.sh on the time-limit warning, by SLURM on preemption) and resumed from there
     assert "requeued (restart 1)" in log
-    assert ("requeueing job" in log) == (sig == signal.SIGUSR1)
+    assert ("requeueing job" in log) == (sig == signal.SIGALRM)
     assert f"resumed from {tag}: step {step}" in log
     assert _steps(run) == list(range(1, 31))
     assert (run / "final" / "adapter").is_dir()
 
 
+@pytest.mark.slow
+def test_preempted_ranks_that_outlast_killwait_are_killed_and_the_requeued_job_resumes(corpus, tmp_path):
+    """KillWait shorter than a rank needs to reach its next step: SIGKILL lands mid-step, no stop
+    checkpoint is written, and the requeued job resumes from the last periodic one, its later rows dropped."""
+    run = tmp_path / "run"
+    env = _env(tmp_path) | {"FAKE_SLURM_KILL_WAIT": "0"}
+    log = _submit_and_signal(signal.SIGTERM, run, corpus, env, ("--save-every", "2"))
+    assert "KillWait over: SIGKILL" in log and "requeued (restart 1)" in log
+    assert "resumed from step" in log
+    assert _steps(run) == list(range(1, 31))  # every step once: the killed run's rows after its checkpoint are gone
+    assert (run / "final" / "adapter").is_dir()
+
+
+@pytest.mark.slow
 def test_one_machine_uses_cpu_ranks_and_resumes_a_finished_run(corpus, tmp_path):
     run = tmp_path / "run"
     env = {**_env(tmp_path), "COAT_CPU_RANKS": "2"}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import cli
+from tests.helpers import cli
 
 COMMANDS = [
     ["quickstart"],

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 COAT_PIPE = Path(sys.executable).parent / "coat-pipe"
 STEPS = 40
 REDUCED = ["--seeds", "1", "--steps", str(STEPS), "--train-clips", "36", "--heldout-clips", "24"]
+
+pytestmark = pytest.mark.slow  # every test here reads one reduced quickstart run (DeepSpeed, 2 ranks)
 
 
 def quickstart(out: Path, *extra: str) -> subprocess.CompletedProcess:

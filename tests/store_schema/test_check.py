@@ -9,7 +9,7 @@ import zarr
 
 from store_schema.check import check_store
 from store_schema.corpus import read_corpus
-from tests.conftest import cli, copy_corpus, extract_one_shard_with_other_options
+from tests.helpers import cli, copy_corpus, extract_one_shard_with_other_options
 
 
 @pytest.fixture

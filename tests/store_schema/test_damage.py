@@ -14,7 +14,7 @@ import zarr
 from store_schema.check import check_store
 from store_schema.corpus import read_corpus
 from store_schema.layout import ExpertSpec
-from tests.conftest import cli, copy_corpus
+from tests.helpers import cli, copy_corpus
 from tests.refusals import conversation, damage_tar_header, rewrite_tar, tree_state
 
 
@@ -77,7 +77,11 @@ def test_truncated_chunk_file(corpus):
     chunk = next(p for p in (corpus / "train-000001.zarr" / "mel" / "frames" / "c").rglob("*") if p.is_file())
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     found = _findings(corpus)
-    assert "train-000001.tar | 'mel' group has a chunk that cannot be read" in found
+    # Blosc either refuses the short chunk or, depending on process-wide codec state that an earlier
+    # in-process run can leave behind, decodes it to other bytes, which the content hash then catches.
+    assert "train-000001.tar | 'mel' group has a chunk that cannot be read" in found or (
+        "train-000001.tar | 'mel' group frames differs from what was written" in found
+    ), found
 
 
 def test_values_changed_since_the_write(corpus):

@@ -10,8 +10,8 @@ from typing import Any
 
 import pydantic
 
-from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
+from store_schema.errors import UserError
 
 # name -> "module:class"; imported when used, so naming `mel` does not import transformers' audio models
 EXPERTS: dict[str, str] = {
@@ -115,6 +115,25 @@ EXPERT_TABLE: dict[str, tuple[str, str, str, str, str, str]] = {
 }
 
 
+# Signal processing, or weights shipped inside a wheel: nothing for --checkpoint/--model to point at.
+WEIGHTLESS = frozenset({"mel", "pitch"})
+
+
+def weights_by_expert(names: list[str], given: list[str]) -> dict[str, str]:
+    """`--checkpoint`/`--model` values as {expert: path or hub id}: EXPERT=VALUE pairs, or a bare VALUE
+    when exactly one expert of NAMES takes weights."""
+    models = [n for n in names if n not in WEIGHTLESS]
+    weights = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep:  # a bare path or hub id (a hub id holds "/", never "=")
+            if len(models) != 1:
+                raise UserError(f"--checkpoint/--model {item}: say which expert it is for, as EXPERT={item}")
+            name, value = models[0], item
+        weights[name] = value
+    return weights
+
+
 def load_expert(
     name: str, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32", **options: Any
 ) -> Expert:
@@ -154,4 +173,4 @@ def _typed_options(name: str, loader: Any, options: dict[str, Any]) -> dict[str,
     return typed
 
 
-__all__ = ["EXPERTS", "EXPERT_TABLE", "Expert", "expert_class", "load_expert"]
+__all__ = ["EXPERTS", "EXPERT_TABLE", "WEIGHTLESS", "Expert", "expert_class", "load_expert", "weights_by_expert"]

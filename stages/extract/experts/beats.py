@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
 from stages.extract.experts.beats_model import Beats, load_beats
+from store_schema.errors import UserError
 
 HOP = 160  # fbank frame shift in samples at 16 kHz
 WIN = 400  # fbank frame length

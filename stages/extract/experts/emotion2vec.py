@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
 from stages.extract.experts.clip_level import ClipExpert
+from store_schema.errors import UserError
 
 HUB_ID = "iic/emotion2vec_plus_large"
 HOP, FIELD = 320, 400

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import UserError
+from store_schema.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from transformers import HubertConfig, HubertModel
 
-from pipeline.errors import UserError
 from stages.extract.experts.speech_encoder import SpeechEncoderExpert
+from store_schema.errors import UserError
 
 
 class MertHubert(HubertModel):

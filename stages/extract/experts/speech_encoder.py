@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
 from stages.extract.experts.hf_loading import check_model_type, load_pretrained, revision_of
+from store_schema.errors import UserError
 
 
 class SpeechEncoderExpert(Expert):

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from transformers import WhisperFeatureExtractor, WhisperModel
 
-from pipeline.errors import UserError
 from stages.extract.experts.base import Expert
 from stages.extract.experts.hf_loading import check_model_type, load_pretrained, revision_of
+from store_schema.errors import UserError
 
 WINDOW_SECONDS = 30
 HOP = 320  # samples per encoder frame: mel hop 160 × conv stride 2

@@ -6,11 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.errors import UserError
 from stages.train.backbones.af3 import AudioFlamingo3Backbone
 from stages.train.backbones.base import Backbone
 from stages.train.backbones.qwen2_5_omni import Qwen25OmniBackbone
 from stages.train.backbones.qwen2_audio import Qwen2AudioBackbone
+from store_schema.errors import UserError
 
 BACKBONES: dict[str, Backbone] = {
     "qwen2-audio": Qwen2AudioBackbone(),

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoProcessor, BatchFeature, PreTrainedModel, ProcessorMixin
 
-from pipeline.errors import UserError
+from store_schema.errors import UserError
 
 SAMPLE_RATE = 16000  # every supported backbone's audio encoder reads 16 kHz
 

@@ -4,13 +4,14 @@ import io
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 import webdataset as wds
 
 from store_schema.corpus import ShardInfo, iter_tar_samples, read_corpus, write_corpus
 from store_schema.layout import Status
 from store_schema.reader import ShardStore
-from tests.conftest import cli
+from tests.helpers import cli
 
 RATE = 16000
 TURNS = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "a tone"}]
@@ -21,6 +22,7 @@ def _sine(seconds: float, rate: int = RATE, hz: float = 300.0) -> np.ndarray:
     return (0.2 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_manifest_of_bad_and_odd_files(tmp_path):
     d = tmp_path / "audio"
     d.mkdir()

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from store_schema.corpus import iter_tar_samples, read_corpus
-from tests.conftest import cli
+from tests.helpers import cli
 from tests.refusals import error_line, tree_state
 
 RATE = 16000

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from store_schema.corpus import conversation_turns, iter_tar_samples, read_corpus
-from tests.conftest import cli
+from tests.helpers import cli
 
 RATE = 16000
 

@@ -1,6 +1,5 @@
 """Untrained bundles of every tiny backbone (saved and loaded the way training writes them); MMAU metadata."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -9,13 +8,12 @@ from stages.train.bundle import save_bundle
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec
-from tests.conftest import SHARED_DATA
+from store_schema.stats import read_stats
+from tests.helpers import shared_data
 
 
 def _specs(corpus: Path) -> dict[str, TargetSpec]:
-    return {
-        e: TargetSpec.from_stats(json.loads((corpus / "stats" / f"{e}.json").read_text())) for e in ("mel", "pitch")
-    }
+    return {e: TargetSpec.from_stats(read_stats(corpus, e)) for e in ("mel", "pitch")}
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +35,4 @@ def make_run(extracted_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def mmau_manifest() -> Path:
     """The MMAU test-mini metadata from ../shared/data (see its README)."""
-    path = SHARED_DATA / "benchmarks" / "mmau-test-mini.json"
-    if not path.is_file():
-        pytest.skip(f"MMAU test-mini metadata not found at {path}")
-    return path
+    return shared_data("benchmarks", "mmau-test-mini.json")

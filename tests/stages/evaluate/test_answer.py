@@ -5,7 +5,7 @@ import torch
 
 from stages.evaluate.answer import answer, load_run
 from stages.train.batch import read_samples
-from tests.conftest import cli
+from tests.helpers import cli
 from tests.stages.train.conftest import TINY
 
 
@@ -87,3 +87,34 @@ def test_generate_refuses_missing_audio_and_baseline_readout(make_run, tmp_path,
     assert "--no-think" in result.output
     result = cli("generate", "--run", tmp_path, "--audio", wav, "--question", "?", expect=2)
     assert "no model bundle" in result.output
+
+
+@pytest.mark.parametrize("backbone", TINY)
+def test_merged_inference_model_computes_what_the_unmerged_training_model_does(backbone, extracted_corpus):
+    """`for_inference` merges LoRA and the block's token rows into the base weights; the logits over a
+    prompt (audio, question, block) must stay those of the adapters as trained."""
+    from stages.evaluate.answer import encode_prompts, for_inference
+    from stages.train.config import ModelConfig
+    from stages.train.model import CoatModel
+
+    torch.manual_seed(0)
+    model = CoatModel.build(ModelConfig(backbone=backbone, think_tokens=8), {})
+    changed = 0
+    with torch.no_grad():  # as after training: LoRA's B is no longer 0 and the token rows have moved
+        for param in model.model.parameters():
+            if param.requires_grad:
+                param.normal_(0, 0.05)
+                changed += 1
+    assert changed >= 2  # LoRA matrices and the trainable token rows
+    samples = read_samples(extracted_corpus, ["mel"], limit=2)
+    inputs = encode_prompts(model, [s.wave for s in samples], [s.question for s in samples])
+    model.eval()
+    with torch.no_grad():
+        unmerged = model.model(**inputs).logits
+        with model.model.disable_adapter():
+            without = model.model(**inputs).logits
+    assert (unmerged - without).abs().max() > 1e-2  # the adapters change the answer: merging them matters
+    merged_model = for_inference(model)
+    with torch.no_grad():
+        merged = merged_model.model(**inputs).logits
+    assert torch.allclose(merged, unmerged, atol=1e-4, rtol=1e-4), (merged - unmerged).abs().max()

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from stages.evaluate.benchmarks import load_benchmark
-from tests.conftest import cli
+from tests.helpers import cli
 
 
 def _tone(path, seconds=1.5, rate=22050):
@@ -98,6 +98,7 @@ def test_mmar_rows_without_fields_are_named_and_counted(tmp_path):
     assert "(A) dog\n(B) cat" in items[0].question
 
 
+@pytest.mark.slow
 def test_classification_asr_and_synth(make_run, speech_dir, tmp_path, synth_corpus):
     run = make_run("tiny-qwen2-audio")
     wavs = sorted(speech_dir.glob("*/*.wav"))[:6]

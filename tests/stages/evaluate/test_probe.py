@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from stages.evaluate.answer import load_run
-from tests.conftest import cli
+from stages.evaluate.probe import clip_folds, probe_one, slot_folds
+from tests.helpers import cli
 
 TRAIN = ["train", "--backbone", "tiny-qwen2-audio", "--batch-size", "4", "--lr", "3e-3", "--workers", "0"]
 
@@ -24,6 +26,22 @@ def trained(tmp_path_factory):
     return root
 
 
+def test_cross_validation_by_clip_cannot_learn_clip_identity():
+    """Features that identify the clip, targets random per clip: a probe that saw other rows of the same
+    clip would look up its target; one cross-validated by clip can only score at or below about 0. The
+    same data split by row instead scores high, so this test fails if the folds leak."""
+    rng = np.random.default_rng(1)
+    clips, k, hidden, dim = 60, 8, 96, 3  # more dimensions than clips: a linear map can tell every clip apart
+    identity = np.repeat(rng.normal(size=(clips, hidden)), k, axis=0) + 0.01 * rng.normal(size=(clips * k, hidden))
+    targets = np.repeat(rng.normal(size=(clips, dim)), k, axis=0)
+    mask = np.ones_like(targets, dtype=bool)
+    by_clip = probe_one("embedding", identity, targets, mask, slot_folds(clip_folds(clips), k))
+    by_row = probe_one("embedding", identity, targets, mask, np.arange(clips * k) % 5)
+    assert by_clip <= 0.05, by_clip
+    assert by_row > 0.9, by_row
+
+
+@pytest.mark.slow
 def test_pitch_at_the_thinking_positions_beats_the_baseline(trained, tmp_path):
     coat, base = trained / "coat", trained / "base"
     result = cli(
@@ -37,7 +55,8 @@ def test_pitch_at_the_thinking_positions_beats_the_baseline(trained, tmp_path):
         scores[str(coat)]["pitch/slots@think"][layer],
         scores[str(base)]["pitch/slots@think"][layer],
     )
-    assert coat_score > base_score + 0.05, (coat_score, base_score)
+    # Against max(baseline, 0): a negative baseline R² (worse than predicting the mean) is no bar to clear.
+    assert coat_score > max(base_score, 0.0) + 0.05, (coat_score, base_score)
     assert set(scores[str(coat)]) == {
         "pitch/slots@think",
         "pitch/clip@think",
@@ -48,6 +67,7 @@ def test_pitch_at_the_thinking_positions_beats_the_baseline(trained, tmp_path):
     assert "pitch/clip@think" in result.output and (tmp_path / "probe_layers.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_probe_refuses_an_expert_missing_from_the_store(trained, tmp_path):
     result = cli(
         "probe",

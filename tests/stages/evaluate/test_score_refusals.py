@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import cli
+from tests.helpers import cli
 from tests.refusals import error_line, tree_state
 
 

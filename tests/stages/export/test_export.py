@@ -16,7 +16,8 @@ from stages.train.bundle import save_bundle
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec
-from tests.conftest import cli, subprocess_env
+from store_schema.stats import ExpertStats
+from tests.helpers import cli, subprocess_env
 from tests.refusals import error_line, tree_state
 from tests.stages.train.conftest import TINY
 
@@ -65,7 +66,7 @@ print(json.dumps({"prompt": inputs["input_ids"][0].tolist(), "new": out[0, input
 def _specs() -> dict[str, TargetSpec]:
     stats = {"mean": [0.0] * 3, "std": [1.0] * 3, "count": [1.0] * 3}
     fields = {"expert": "mel", "kind": "spectrum", "dim": 3, "fingerprint": "0" * 16}
-    return {"mel": TargetSpec.from_stats(fields | {"frames": stats, "clip": stats})}
+    return {"mel": TargetSpec.from_stats(ExpertStats.from_json(fields | {"frames": stats, "clip": stats}))}
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +106,7 @@ def _plain(folder: Path, wave_file: Path, backbone: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", TINY)
 def test_plain_transformers_prompts_and_answers_as_coat_pipe_generate(backbone, trained_run, tmp_path):
     run = trained_run(backbone)
@@ -152,6 +154,7 @@ def test_a_no_think_run_exports_without_a_block(trained_run, tmp_path):
     assert "coat-baseline" in (tmp_path / "base" / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_real_training_run_exports_with_its_settings_and_eval_figures(extracted_corpus, tmp_path):
     """`coat-pipe train` → `eval` → `export`: the card carries the run's settings and its eval figure, and
     the export answers as the run does."""

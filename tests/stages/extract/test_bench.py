@@ -1,16 +1,20 @@
-from tests.conftest import cli
+"""Smoke tests of `bench extract` and `bench check`: both paths run and the table is printed. The figures
+are measured by hand and recorded in docs/PERFORMANCE.md; no bound on a ratio is asserted here."""
+
+import pytest
+
+from tests.helpers import cli
 
 
-def test_bench_extract_runs_both_paths_and_reports_their_ratio(tmp_path):
-    """Runs, on 6 clips; the figure itself is measured by hand and recorded in docs/PERFORMANCE.md."""
+@pytest.mark.slow
+def test_bench_extract_smoke(tmp_path):
     out = cli("bench", "extract", "--expert", "mel", "--clips", 6, "--workers", 0, "--workdir", tmp_path).output
-    assert "bare loop" in out and "full extract path" in out
-    ratio = float(out.split("ratio full / bare throughput:")[1].split()[0])
-    assert 0 < ratio < 10
+    assert "bare loop" in out and "full extract path" in out and "ratio full / bare throughput:" in out
 
 
-def test_bench_check_times_both_modes_on_a_sound_store():
-    """A smoke test: both modes run on a fresh synthetic store and find nothing; no bound on the ratio."""
+@pytest.mark.slow
+def test_bench_check_smoke():
+    """Both modes run on a fresh synthetic store and find nothing."""
     result = cli("bench", "check", "--clips", 8, "--expert", "mel")
     assert "--quick (structure)" in result.output and "full (every value and sample)" in result.output
     assert "ratio full / quick:" in result.output

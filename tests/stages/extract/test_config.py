@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import UserError
+from stages.config_files import load_config
 from stages.extract.config import ExtractConfig, worker_slice
+from store_schema.errors import UserError
 
 
 def _config(**kw) -> ExtractConfig:
@@ -43,7 +43,7 @@ def test_worker_slice(monkeypatch, env, flags, expected):
 
 def test_slices_cover_every_shard_once(synth_corpus, tmp_path):
     from store_schema.corpus import read_corpus
-    from tests.conftest import cli, copy_corpus
+    from tests.helpers import cli, copy_corpus
 
     corpus = copy_corpus(synth_corpus, tmp_path / "c")
     for index in range(2):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import UserError
 from stages.extract.experts import load_expert
 from stages.extract.experts.pitch import cents_to_hz
+from store_schema.errors import UserError
 
 
 def _tone(hz: float, seconds: float, rate: int = 16000) -> np.ndarray:

@@ -8,7 +8,7 @@ import soundfile as sf
 from stages.extract.experts.pitch import cents_to_hz
 from store_schema.corpus import iter_tar_samples, read_corpus
 from store_schema.reader import ShardStore
-from tests.conftest import cli
+from tests.helpers import cli
 
 TURNS = [{"role": "user", "content": "Which note?"}, {"role": "assistant", "content": "A4"}]
 
@@ -36,7 +36,7 @@ def test_extract_then_check_on_three_shards(extracted_corpus):
 
 def test_stats_from_partial_sums_equal_a_recomputation(extracted_corpus, tmp_path):
     before = json.loads((extracted_corpus / "stats" / "pitch.json").read_text())
-    from tests.conftest import copy_corpus
+    from tests.helpers import copy_corpus
 
     copy = copy_corpus(extracted_corpus, tmp_path / "c")
     cli("store", "stats", copy, "--expert", "pitch")

@@ -15,7 +15,7 @@ import yaml
 from stages.extract.experts.tiny import make_tiny
 from store_schema.corpus import ShardInfo, read_corpus, write_corpus
 from store_schema.reader import ShardStore
-from tests.conftest import cli, copy_corpus
+from tests.helpers import cli, copy_corpus
 from tests.refusals import damage_tar_header, error_line, tree_state
 
 EXTRACT = ["extract", "--expert", "mel", "--workers", 0, "--no-progress"]
@@ -55,6 +55,7 @@ def test_a_pickle_given_as_beats_checkpoint_runs_nothing(corpus, tmp_path):
     assert "not a usable BEATs checkpoint" in line and not (tmp_path / "ran").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_that_is_not_a_funasr_model(corpus, tmp_path):
     folder = tmp_path / "not-funasr"
     folder.mkdir()

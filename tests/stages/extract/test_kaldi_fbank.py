@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline.audio import resample
+from stages.audio import resample
 from stages.extract.experts.kaldi_fbank import EPS, fbank, mel_banks
 
 knf = pytest.importorskip("kaldi_native_fbank", reason="test-only dependency (dev extra)")

@@ -11,7 +11,7 @@ from stages.extract.experts import EXPERT_TABLE, EXPERTS, load_expert
 from stages.extract.experts.beats import BeatsExpert
 from stages.extract.experts.beats_model import Beats
 from stages.extract.experts.tiny import make_tiny, tiny_beats_config
-from tests.conftest import cli, copy_corpus
+from tests.helpers import cli, copy_corpus
 
 MODEL_EXPERTS = [
     "beats",
@@ -123,8 +123,19 @@ def test_missing_or_wrong_weights_are_one_line_errors(args, says, tiny_dir, synt
 def test_list_experts_shows_every_registered_expert():
     output = cli("extract", "--list-experts").output
     assert set(EXPERT_TABLE) == set(EXPERTS)
-    for name in EXPERTS:
-        assert name in output
+    lines = output.splitlines()
+    for name, row in EXPERT_TABLE.items():  # piped: each expert on one line, every cell whole
+        line = next(line for line in lines if line.startswith(f"│ {name} "))
+        assert all(cell.replace("->", "→") in line for cell in row), line
+
+
+def test_the_experts_without_weights_are_those_whose_loader_takes_no_checkpoint():
+    import inspect
+
+    from stages.extract.experts import WEIGHTLESS, expert_class
+
+    takes_none = {n for n in EXPERTS if "checkpoint" not in inspect.signature(expert_class(n)).parameters}
+    assert WEIGHTLESS == takes_none
 
 
 def test_emotion2vec_without_the_funasr_extra_says_how_to_install_it(tiny_dir, monkeypatch, synth_corpus):

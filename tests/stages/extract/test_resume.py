@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from store_schema.corpus import read_corpus
 from store_schema.reader import ShardStore
-from tests.conftest import cli, copy_corpus, subprocess_env
+from tests.helpers import cli, copy_corpus, subprocess_env
 
 EXTRACT = [
     sys.executable,
@@ -53,6 +54,7 @@ def _groups_done(root: Path) -> list[str]:
     return sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("*.zarr/pitch/zarr.json"))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_shard_then_resume(extracted_corpus, synth_corpus, tmp_path):
     corpus = copy_corpus(synth_corpus, tmp_path / "c")
     proc = subprocess.Popen([*EXTRACT, "--corpus", str(corpus)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -73,6 +75,7 @@ def test_sigkill_mid_shard_then_resume(extracted_corpus, synth_corpus, tmp_path)
     _assert_same_store(corpus, extracted_corpus)
 
 
+@pytest.mark.slow
 def test_two_processes_at_once(extracted_corpus, synth_corpus, tmp_path):
     corpus = copy_corpus(synth_corpus, tmp_path / "c")
     procs = [

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.errors import UserError
 from stages.train.data import PlannedBatches, batch_loader, plan_epoch, preflight, usable_items
 from store_schema.corpus import read_corpus, read_tar_keys
-from tests.conftest import copy_corpus
+from store_schema.errors import UserError
+from tests.helpers import copy_corpus
 
 
 def _plans(usable, world, batch, epoch=0):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError
 from stages.train.bundle import load_bundle, save_bundle
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.think import THINK_END, THINK_START
+from store_schema.errors import UserError
 from tests.stages.train.conftest import TINY
 
 K = 8
@@ -141,3 +141,24 @@ def test_a_clip_longer_than_the_backbone_allows_is_cut_with_a_warning_naming_it(
     with pytest.warns(UserWarning, match="long_clip: 31.0 s is longer than qwen2-audio's 30 s"):
         batch = model.batch([long])
     assert batch.inputs["feature_attention_mask"].sum() == 3000  # 30 s of 10 ms feature frames
+
+
+@pytest.mark.parametrize("no_think", [False, True], ids=["coat", "baseline"])
+def test_the_training_prompt_is_the_inference_prompt_plus_the_response(coat, samples, specs, no_think):
+    """Training and inference build the prompt with one function (`stages/train/prompt.py`): token for
+    token, what the model is trained on is what it is asked at evaluation, followed by the answer."""
+    from stages.evaluate.answer import encode_prompts
+
+    model = _model(coat.config.backbone, {}, no_think=True) if no_think else coat
+    pair = samples[:2]  # two lengths: training pads on the right, inference on the left
+    batch = model.batch(pair)
+    asked = encode_prompts(model, [s.wave for s in pair], [s.question for s in pair])
+    tokenizer = model.processor.tokenizer
+    for row, sample in enumerate(pair):
+        trained = batch.inputs["input_ids"][row][batch.inputs["attention_mask"][row].bool()].tolist()
+        prompt = asked["input_ids"][row][asked["attention_mask"][row].bool()].tolist()
+        response = tokenizer(sample.answer + model.backbone.end_of_turn, add_special_tokens=False)["input_ids"]
+        assert trained == prompt + response
+        for key in asked:
+            if key.startswith("input_features") or key.endswith("values"):  # the audio features agree too
+                assert torch.equal(asked[key][row], batch.inputs[key][row])

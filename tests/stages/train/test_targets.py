@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from stages.train.targets import TargetSpec, make_targets, pool_to_slots
+from store_schema.stats import ExpertStats
 
 
 def test_a_rising_target_gives_rising_slots():
@@ -35,7 +36,7 @@ def test_standardisation_uses_the_stats_file():
         "frames": {"mean": [1.0, -2.0], "std": [2.0, 4.0]},
         "clip": {"mean": [0.0, 0.0], "std": [1.0, 10.0]},
     }
-    spec = TargetSpec.from_stats(stats)
+    spec = TargetSpec.from_stats(ExpertStats.from_json(stats))
     frames = np.array([[3.0, 2.0], [3.0, 2.0]])
     t = make_targets(spec, [frames, None], [np.array([5.0, 5.0]), None], k=2)
     np.testing.assert_allclose(t.slots[0].numpy(), [[1.0, 1.0], [1.0, 1.0]])  # (3-1)/2, (2+2)/4

@@ -16,7 +16,7 @@ import zarr
 
 from stages.train.bundle import load_bundle
 from store_schema.corpus import read_corpus, read_tar_keys
-from tests.conftest import cli, copy_corpus, extract_one_shard_with_other_options, subprocess_env
+from tests.helpers import cli, copy_corpus, extract_one_shard_with_other_options, subprocess_env
 from tests.stages.train.conftest import TINY
 
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
@@ -41,6 +41,7 @@ def _env() -> dict[str, str]:
     return subprocess_env(DS_ACCELERATOR="cpu", COLUMNS="200", PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", TINY)
 def test_two_ranks_zero2_on_each_tiny_backbone(backbone, five_shards, tmp_path):
     run = tmp_path / "run"
@@ -86,7 +87,13 @@ def test_two_ranks_zero2_on_each_tiny_backbone(backbone, five_shards, tmp_path):
     assert bundle.backbone.name == backbone.removeprefix("tiny-") and set(bundle.heads) == {"mel", "pitch"}
 
 
-def test_killed_after_a_checkpoint_then_resumed_sees_the_same_batches(five_shards, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_killed_after_a_checkpoint_then_resumed_sees_the_same_batches_and_losses(ranks, five_shards, tmp_path):
+    """A run killed (SIGKILL to every process, as a node failure) after its step-4 checkpoint and resumed
+    equals, batch for batch and loss for loss, the same run never stopped: in one process and on 2
+    DeepSpeed ranks."""
+    launcher = [str(DEEPSPEED), "--num_gpus", "2", "--no_python"] if ranks == 2 else []
     args = [
         *TRAIN,
         "--backbone",
@@ -102,35 +109,49 @@ def test_killed_after_a_checkpoint_then_resumed_sees_the_same_batches(five_shard
     ]
     whole = tmp_path / "whole"
     done = subprocess.run(
-        [str(COAT), *args, "--out", str(whole)], env=_env(), capture_output=True, text=True, timeout=600
+        [*launcher, str(COAT), *args, "--out", str(whole)], env=_env(), capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
-        [str(COAT), *args, "--out", str(cut)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*launcher, str(COAT), *args, "--out", str(cut)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill reaches the launcher and every rank
     )
     marker = cut / "checkpoints" / "latest"  # published last, once step 4's checkpoint is whole
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert marker.exists() and not (cut / "final").exists()  # the kill landed between a checkpoint and the end
+    logged = _rows(cut / "metrics.jsonl")
+    # The kill landed between the checkpoint and the end: the run had not finished, so the steps after
+    # step 4 below can only come from the resumed run.
+    assert marker.exists() and not (cut / "final").exists() and len(logged) < 10, len(logged)
     done = subprocess.run(
-        [str(COAT), *args, "--out", str(cut), "--resume"], env=_env(), capture_output=True, text=True, timeout=600
+        [*launcher, str(COAT), *args, "--out", str(cut), "--resume"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stdout + done.stderr
 
     # the interrupted run's rows after the checkpoint were dropped and redone: the logs read as one run
-    assert _rows(cut / "batches-rank0.jsonl") == _rows(whole / "batches-rank0.jsonl")
+    for rank in range(ranks):
+        assert _rows(cut / f"batches-rank{rank}.jsonl") == _rows(whole / f"batches-rank{rank}.jsonl")
     assert [m["step"] for m in _rows(cut / "metrics.jsonl")] == list(range(1, 11))
     after = {m["step"]: m for m in _rows(cut / "metrics.jsonl")}
     for m in _rows(whole / "metrics.jsonl"):
         if m["step"] > 4:  # the losses continue where they would have been
-            assert after[m["step"]]["loss"] == pytest.approx(m["loss"], rel=1e-4, abs=1e-5)
+            assert after[m["step"]]["loss"] == pytest.approx(m["loss"], rel=1e-4, abs=1e-5), m["step"]
 
 
+@pytest.mark.slow
 def test_no_think_trains_the_same_data_and_lora_without_block_or_heads(five_shards, tmp_path):
     args = [*TRAIN, "--backbone", "tiny-qwen2-audio", "--corpus", five_shards, "--steps", 3, "--workers", 0]
     cli(*args, "--out", tmp_path / "coat")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 import zarr
 
-from tests.conftest import cli, copy_corpus, subprocess_env
+from tests.helpers import cli, copy_corpus, subprocess_env
 from tests.refusals import conversation, error_line, rewrite_tar, tree_state
 
 COAT = Path(sys.executable).with_name("coat-pipe")

@@ -1,11 +1,13 @@
 from pathlib import Path
 
+import pytest
 import torch
 
 from stages.train.config import ModelConfig, TrainConfig
 from stages.train.model import CoatModel
 
 
+@pytest.mark.slow
 def test_100_steps_on_tiny_qwen2_audio_lower_every_loss(specs, samples):
     """Single process, plain AdamW: the LM loss and each expert's loss fall."""
     torch.manual_seed(0)

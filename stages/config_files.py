@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipeline.errors import UserError
+from store_schema.errors import UserError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -26,19 +26,24 @@ def load_config(model: type[ConfigT], yaml_path: Path | None, overrides: dict[st
         if not isinstance(loaded, dict):
             raise UserError(f"{yaml_path}: expected a mapping of settings, got {type(loaded).__name__}")
         values.update(loaded)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):  # nested settings merge one level
-            values[key] = {**values[key], **{k: v for k, v in value.items() if v is not None}}
-        elif isinstance(value, dict):
-            values[key] = {k: v for k, v in value.items() if v is not None}
-        elif value is not None:
-            values[key] = value
+    merge_settings(values, overrides)
     try:
         return model.model_validate(values)
     except ValidationError as e:
         where = f" in {yaml_path}" if yaml_path else ""
         lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
         raise UserError(f"invalid {model.__name__} settings{where}:\n" + "\n".join(lines)) from None
+
+
+def merge_settings(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Put OVERRIDES into VALUES (in place, and returned): nested mappings merge key by key, None sets nothing."""
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            held = values.get(key)
+            values[key] = merge_settings(held if isinstance(held, dict) else {}, value)
+        elif value is not None:
+            values[key] = value
+    return values
 
 
 def config_dict(config: BaseModel) -> dict[str, Any]:
@@ -51,13 +56,21 @@ def write_config(config: BaseModel, path: Path) -> None:
     path.write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
 
 
-def parse_assignments(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """`--set mel.n_mels=64` pairs -> {"mel": {"n_mels": 64}}; values are parsed as YAML scalars."""
-    options: dict[str, dict[str, Any]] = {}
+def parse_assignments(items: list[str] | None, depth: int | None = None, shape: str = "KEY=VALUE") -> dict[str, Any]:
+    """`--set` pairs -> nested settings: `model.lora_rank=8` -> {"model": {"lora_rank": 8}}.
+
+    Values are parsed as YAML scalars (8 an int, true a bool), then typed by the config; `depth`, if given, is the
+    number of dotted parts every key must have, and `shape` says what was expected."""
+    settings: dict[str, Any] = {}
     for item in items or []:
         name, sep, value = item.partition("=")
-        owner, dot, key = name.partition(".")
-        if not sep or not dot or not owner or not key:
-            raise UserError(f"--set {item!r}: expected EXPERT.OPTION=VALUE, e.g. --set mel.n_mels=64")
-        options.setdefault(owner, {})[key] = yaml.safe_load(value)
-    return options
+        parts = name.split(".")
+        if not sep or not all(parts) or (depth is not None and len(parts) != depth):
+            raise UserError(f"--set {item!r}: expected {shape}")
+        node = settings
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: {part} is already set to a value")
+        node[parts[-1]] = yaml.safe_load(value)
+    return settings

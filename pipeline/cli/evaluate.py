@@ -1,27 +1,20 @@
-"""The evaluation commands: `generate`, `eval` (with `eval score` and `eval compare`) and `probe`."""
+"""Using a trained model: `generate`, `eval` (with `eval score` and `eval compare`), `probe`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.errors import UserError, user_errors
-from pipeline.progress import out, print_table
-
-RunOpt = Annotated[Path, typer.Option("--run", help="Training run directory (its final/ bundle), or a bundle.")]
-BENCHMARK_HELP = "mmau, mmar, classification, asr or synth."
-
-eval_app = typer.Typer(
-    help="Score a trained run on a benchmark; re-score saved predictions; compare runs.\n\n"
-    "Example: coat-pipe eval --run runs/coat --benchmark mmau --manifest mmau-test-mini.json --out eval/coat",
-    invoke_without_command=True,
-    rich_markup_mode="rich",
-)
+from pipeline.cli.app import BENCHMARK_HELP, RunOpt, app, eval_app
+from pipeline.errors import user_errors
+from stages.progress import out, print_table
+from store_schema.errors import UserError
 
 
+@app.command()
+@user_errors
 def generate(
     run: RunOpt,
     audio: Annotated[Path, typer.Option(help="Audio file (any rate; mixed to mono, resampled to 16 kHz).")],
@@ -37,7 +30,7 @@ def generate(
 
     Example: [bold]coat-pipe generate --run runs/coat --audio clip.wav --question "Is the pitch rising?" --readout[/]
     """
-    from pipeline.audio import AudioError, read_audio_file, resample
+    from stages.audio import AudioError, read_audio_file, resample
     from stages.evaluate.answer import answer, load_run
     from stages.train.backbones.base import SAMPLE_RATE
 
@@ -168,6 +161,8 @@ def eval_compare(
     out.print(f"chart: {png}; table: {png.with_suffix('.md')}")
 
 
+@app.command()
+@user_errors
 def probe(
     runs: Annotated[list[Path], typer.Option("--run", help="Run directories to probe (repeat: CoAT and --no-think).")],
     corpus: Annotated[Path, typer.Option(help="Extracted corpus whose clips and store targets are probed.")],
@@ -191,36 +186,3 @@ def probe(
     result = run_probes(runs, corpus, [e.strip() for e in experts.split(",") if e.strip()], out_dir, limit, device)
     print_table("probes: held-out R² (accuracy for probs), best layer", result.header, result.rows)
     out.print(f"written: {out_dir}/probes.json, probes.md, probe_layers.png")
-
-
-def bench_generate(
-    backbone: Annotated[str, typer.Option(help="Backbone (tiny twins need no download).")] = "tiny-qwen2-audio",
-    think_tokens: Annotated[int, typer.Option(help="K of the CoAT model.")] = 32,
-    seconds: Annotated[float, typer.Option(help="Audio seconds per prompt.")] = 10.0,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens decoded per answer.")] = 32,
-    repeats: Annotated[int, typer.Option(help="Timed repeats (the median is reported).")] = 5,
-    device: Annotated[str, typer.Option(help="cpu, cuda …")] = "cpu",
-    exports: Annotated[
-        str | None,
-        typer.Option(help="COAT_DIR,BASE_DIR: two `coat-pipe export` folders, run through plain generate."),
-    ] = None,
-) -> None:
-    """Time to first token and per-token decode time: CoAT (K thinking tokens) against the baseline.
-
-    Example: [bold]coat-pipe bench generate --think-tokens 32 --max-new-tokens 32[/];
-    exported models: [bold]coat-pipe bench generate --exports models/coat,models/base[/]
-    """
-    from stages.evaluate.bench import bench_exports
-    from stages.evaluate.bench import bench_generate as run
-
-    if exports is not None:
-        folders = [Path(f) for f in exports.split(",")]
-        if len(folders) != 2 or not all((f / "coat_pipe.json").is_file() for f in folders):
-            raise UserError(f"--exports {exports}: expected COAT_DIR,BASE_DIR, two folders from coat-pipe export")
-        result = bench_exports(folders[0], folders[1], seconds, batch_size, max_new_tokens, repeats, device)
-    else:
-        result = run(backbone, think_tokens, seconds, batch_size, max_new_tokens, repeats, device)
-    rows = [(k, f"{v:.4g}") for k, v in result.items()]
-    print_table("bench generate (CoAT / baseline, same process)", ["measure", "value"], rows)
-    out.print(json.dumps(result))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -61,10 +62,35 @@ def training_progress(*, disable: bool = False) -> Progress:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """A result table on stdout. Long cells fold rather than being cut, so paths stay whole."""
+    """A result table on stdout, readable wherever it goes.
+
+    Piped or in a log, it is printed at its natural width: no cell is cut or folded at 80 columns. In a
+    terminal narrower than that, each row becomes a block of "column: value" lines instead, so names and
+    hub ids are never broken mid-word across a squeezed column."""
+    cells = [[str(cell) for cell in row] for row in rows]
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    natural = Measurement.get(out, out.options.update(width=100_000), table).maximum
+    if not out.is_terminal:
+        Console(file=out.file, width=natural, color_system=None).print(table)
+    elif natural <= out.width:
+        out.print(table)
+    else:
+        print_records(title, columns, cells)
+
+
+def print_records(title: str | None, columns: Sequence[str], rows: list[list[str]]) -> None:
+    """The narrow layout of a table: a bold first cell per row, then its other cells as "column: value"."""
+    if title:
+        out.print(Text.from_markup(title, style="italic"))
     for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    out.print(table)
+        out.print(Text.from_markup(row[0], style="bold"))
+        grid = Table.grid(padding=(0, 1, 0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for name, value in zip(columns[1:], row[1:]):
+            grid.add_row(f"{name}:" if name else "", value)
+        out.print(grid)

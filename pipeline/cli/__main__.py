@@ -1,0 +1,5 @@
+"""`python -m pipeline.cli ...` is `coat-pipe ...`."""
+
+from pipeline.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""Stage two and what leaves it: `train`, `export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.cli.app import CorpusOpt, app
+from pipeline.errors import user_errors
+from stages.progress import out
+
+
+@app.command()
+@user_errors
+def train(
+    corpus: CorpusOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory (config, metrics, checkpoints, final/).")],
+    backbone: Annotated[str | None, typer.Option(help="qwen2-audio, qwen2.5-omni, af3, or tiny-<name>.")] = None,
+    experts: Annotated[
+        str | None, typer.Option(help="Store experts to distil, comma-separated (default: all).")
+    ] = None,
+    think_tokens: Annotated[int | None, typer.Option(help="K, the thinking positions.")] = None,
+    no_think: Annotated[bool, typer.Option("--no-think", help="Baseline: no block, no heads, same LoRA.")] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig settings; flags override it.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="two-stage (align, then joint) or joint.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per rank per micro-step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (warm-up then cosine).")] = None,
+    think_layer: Annotated[int | None, typer.Option(help="Hidden-state layer the heads read (default 2/3).")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    model_path: Annotated[str | None, typer.Option(help="Local dir or hub id of the backbone's weights.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers per rank.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (and at the end).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the model init and the data order.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN/checkpoints/latest.")] = False,
+    ds_config: Annotated[
+        Path | None, typer.Option(help='DeepSpeed JSON; "auto" values are filled in (default launch/ds_zero2.json).')
+    ] = None,
+    set_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any TrainConfig setting, KEY=VALUE (repeatable): --set warmup_steps=20 --set model.lora_alpha=64. "
+            "Named flags win over --set, and --set over --config.",
+        ),
+    ] = None,
+) -> None:
+    """Stage two: train the CoAT model on tars + store under DeepSpeed ZeRO-2 (one process or many).
+
+    Example: [bold]coat-pipe train --backbone tiny-qwen2-audio --corpus data/train --out runs/coat --steps 100[/]
+
+    Several ranks: [bold]bash launch/train.sh --backbone af3 --corpus data/train --out runs/af3[/] (all local GPUs,
+    or 2 CPU ranks), [bold]sbatch launch/train.sh ...[/] on SLURM. SIGTERM or SIGUSR1 make every rank checkpoint
+    at the next step and exit with code 75; the same command with --resume continues.
+    """
+    from stages.config_files import load_config, merge_settings, parse_assignments
+    from stages.train.config import TrainConfig
+    from stages.train.recipe import run_train
+    from stages.train.stop_signal import EXIT_INTERRUPTED
+
+    model = {
+        "backbone": backbone,
+        "think_tokens": think_tokens,
+        "no_think": no_think or None,
+        "think_layer": think_layer,
+        "lora_rank": lora_rank,
+        "model_path": model_path,
+    }
+    overrides: dict[str, Any] = {
+        "corpus": corpus,
+        "out": out_dir,
+        "experts": experts,
+        "steps": steps,
+        "schedule": schedule,
+        "batch_size": batch_size,
+        "lr": lr,
+        "num_workers": workers,
+        "save_every": save_every,
+        "seed": seed,
+        "resume": resume or None,
+        "ds_config": ds_config,
+        "model": model,
+    }
+    settings = merge_settings(parse_assignments(set_option, shape="KEY=VALUE or SECTION.KEY=VALUE"), overrides)
+    result = run_train(load_config(TrainConfig, config, settings))
+    if result["interrupted"]:
+        if result["rank"] == 0:
+            out.print(f"interrupted at step {result['steps']}; continue with the same command and --resume")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if result["rank"] == 0:
+        out.print(
+            f"trained {result['steps']} steps → {result['run']}/final  "
+            f"(skipped clips: {result['skipped'] or 'none'}; {result['wall_seconds']:.0f} s)"
+        )
+
+
+@app.command()
+@user_errors
+def export(
+    run: Annotated[Path, typer.Option("--run", help="A training run (its final/ bundle is exported).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="A new or empty folder for the exported model.")],
+    adapter_only: Annotated[
+        bool, typer.Option("--adapter-only", help="A PEFT adapter folder instead of merged weights.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a folder that is not empty.")] = False,
+) -> None:
+    """A trained run as a plain Hugging Face model folder: merged safetensors, tokenizer with the block's
+    tokens, and a chat template whose generation prompt ends with the thinking block.
+
+    transformers loads it with the backbone's own class and AutoProcessor, no project code, no remote
+    code; engines that read a model folder and its template serve it unchanged. --adapter-only writes
+    LoRA + the block's token rows for peft's PeftModel.from_pretrained on the base model instead.
+
+    Example: [bold]coat-pipe export --run runs/coat --out models/coat-qwen2-audio[/]
+    """
+    from stages.export.folder import export_run
+
+    result = export_run(run, out_dir, adapter_only, overwrite)
+    kind = "PEFT adapter" if adapter_only else "merged model"
+    out.print(f"{kind} → {result['out']}: {result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f} s")

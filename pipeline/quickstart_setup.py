@@ -1,0 +1,82 @@
+"""The quickstart's settings (its own, plus overrides of `TrainConfig` every run shares) and its folder layout."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stages.config_files import merge_settings
+from stages.train.config import TrainConfig
+
+VARIANTS = ("coat", "base")  # base: `--no-think`, the same LoRA, data, steps and seed
+
+# TrainConfig settings of every run; corpus, out, seed, --no-think and the model's path come per run.
+# Why these values: docs/EXPERIMENTS.md.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "experts": ["mel", "pitch"],
+    "steps": 400,
+    "batch_size": 2,  # clips per rank per step
+    "lr": 3e-3,
+    "schedule": "joint",
+    "num_workers": 1,
+    "log_every": 1,
+    "save_every": 50,
+    "model": {
+        "backbone": "tiny-qwen2-audio",
+        "think_tokens": 32,
+        "think_layer": None,  # 2/3 of the depth
+        "distill_weight": 1.0,
+        "lora_rank": 16,
+    },
+}
+
+
+class QuickstartConfig(BaseModel):
+    """The experiment: corpus sizes, seeds, ranks, and `train`, overrides of TrainConfig's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: int = Field(default=3, ge=1)  # each seed: model init of LoRA/heads/block and data order
+    train_clips: int = Field(default=600, ge=12)
+    heldout_clips: int = Field(default=240, ge=12)
+    window_s: int = 10  # the twin's audio window: synth clips are at most 8 s
+    ranks: int = 2  # DeepSpeed CPU ranks
+    # Threads per rank, fixed rather than cores // ranks: the thread count changes the order of float
+    # reductions, so the same runs on a machine with more cores would give other digits.
+    threads_per_rank: int = Field(default=1, ge=1)
+    probe_clips: int = 240
+    train: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(TRAIN_DEFAULTS))
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> Any:
+        """A YAML or flag that sets `train.lr` changes lr only: every other default stays."""
+        if not isinstance(value, dict):
+            return value
+        merged = merge_settings(copy.deepcopy(TRAIN_DEFAULTS), value)
+        TrainConfig.model_validate({**merged, "corpus": ".", "out": "."})  # a typo or a bad value fails here
+        return merged
+
+    def run_config(self, corpus: Path, out: Path) -> TrainConfig:
+        """The TrainConfig of one run (seed and --no-think come as that run's flags)."""
+        return TrainConfig.model_validate({**self.train, "corpus": corpus, "out": out})
+
+    @property
+    def training(self) -> TrainConfig:
+        """The shared settings, typed (for reading them: corpus and out are placeholders)."""
+        return self.run_config(Path("."), Path("."))
+
+    def run_names(self) -> list[str]:
+        return [f"{variant}-seed{seed}" for seed in range(self.seeds) for variant in VARIANTS]
+
+
+class QuickstartLayout:
+    """Where every phase writes under DIR; the report reads the same paths."""
+
+    def __init__(self, out: Path, cfg: QuickstartConfig) -> None:
+        self.out, self.cfg = out, cfg
+        self.train_corpus, self.heldout = out / "data" / "train", out / "data" / "heldout"
+        self.model_dir, self.logs, self.runs = out / "model", out / "logs", out / "runs"

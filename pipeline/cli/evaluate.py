@@ -133,32 +133,87 @@ def eval_score(
 @eval_app.command("compare")
 @user_errors
 def eval_compare(
-    outputs: Annotated[list[Path], typer.Argument(help="Eval output folders (with metrics.json), first = reference.")],
+    outputs: Annotated[
+        list[Path] | None, typer.Argument(help="Eval output folders (with metrics.json), first = reference.")
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An arm of several runs, NAME=DIR,DIR,… (repeatable; the first is the reference). Runs pair by "
+            "position: the k-th run of every arm is the same seed."
+        ),
+    ] = None,
     png: Annotated[
         Path | None, typer.Option(help="Grouped bar chart (default: compare.png in the first folder).")
     ] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % intervals.", min=100)] = 10_000,
 ) -> None:
-    """Runs side by side, one row per task, with each run's difference from the first; a bar chart.
+    """Runs side by side, one row per task, with each run's difference from the first, its 95 % paired
+    bootstrap interval over items (and seeds) and McNemar's exact p; a bar chart.
 
-    Example: [bold]coat-pipe eval compare eval/base eval/coat[/]
+    Examples: [bold]coat-pipe eval compare eval/base eval/coat[/]; three seeds per arm:
+    [bold]coat-pipe eval compare --group base=b0,b1,b2 --group coat=c0,c1,c2[/]
     """
     from stages.evaluate.compare import compare_markdown, compare_rows, read_metrics
+    from stages.evaluate.paired import compare_arms, paired_markdown, read_verdicts
     from stages.evaluate.plots import grouped_bars_png
 
-    if len(outputs) < 2:
-        raise UserError("compare needs at least two eval output folders")
-    measure, rows = compare_rows([read_metrics(o) for o in outputs])
-    names = [o.name if len({p.name for p in outputs}) == len(outputs) else str(o) for o in outputs]
-    header = ["task", *names, *(f"Δ {n}" for n in names[1:])]
-    table = [
-        (task, *(f"{100 * v:.1f}" for v in values), *(f"{100 * (v - values[0]):+.1f}" for v in values[1:]))
-        for task, values in rows
-    ]
-    print_table(f"{measure} (%)", header, table)
-    png = png or outputs[0] / "compare.png"
-    grouped_bars_png([(t, [100 * v for v in vs]) for t, vs in rows], names, png, f"{measure} (%)")
-    (png.with_suffix(".md")).write_text(compare_markdown(names, measure, rows))
-    out.print(f"chart: {png}; table: {png.with_suffix('.md')}")
+    if group and outputs:
+        raise UserError("give either eval output folders or --group NAME=DIR,DIR,…, not both")
+    if group:
+        arms = []
+        for item in group:
+            name, sep, dirs = item.partition("=")
+            if not sep or not name or not dirs:
+                raise UserError(f"--group {item!r}: expected NAME=DIR,DIR,…")
+            arms.append((name, [Path(d) for d in dirs.split(",") if d]))
+    else:
+        folders = outputs or []
+        unique = len({p.name for p in folders}) == len(folders)
+        arms = [(o.name if unique else str(o), [o]) for o in folders]
+    if len(arms) < 2:
+        raise UserError("compare needs at least two eval output folders (or two --group arms)")
+    reference = arms[0][1][0]
+    measure, rows = compare_rows([read_metrics(o) for o in arms[0][1] + [r for _, runs in arms[1:] for r in runs]])
+    if not group:
+        names = [name for name, _ in arms]
+        header = ["task", *names, *(f"Δ {n}" for n in names[1:])]
+        table = [
+            (task, *(f"{100 * v:.1f}" for v in values), *(f"{100 * (v - values[0]):+.1f}" for v in values[1:]))
+            for task, values in rows
+        ]
+        print_table(f"{measure} (%)", header, table)
+        png = png or reference / "compare.png"
+        grouped_bars_png([(t, [100 * v for v in vs]) for t, vs in rows], names, png, f"{measure} (%)")
+        png.with_suffix(".md").write_text(compare_markdown(names, measure, rows))
+        out.print(f"chart: {png}; table: {png.with_suffix('.md')}")
+    if measure != "accuracy":
+        return  # WER has no per-item verdict to pair
+    base_name, base_runs = arms[0]
+    base = [read_verdicts(r) for r in base_runs]
+    sections = []
+    for name, runs in arms[1:]:
+        results = compare_arms(base, [read_verdicts(r) for r in runs], resamples)
+        title = f"{name} − {base_name}: accuracy (%), Δ with its 95 % paired bootstrap interval"
+        header = ["task", "items", base_name, name, "Δ", "95 % interval", "McNemar p"]
+        print_table(title, header, [paired_row(r) for r in results])
+        sections.append(paired_markdown(title, header, [paired_row(r) for r in results]))
+    paired = reference / "compare-paired.md"
+    paired.write_text("\n".join(sections))
+    out.print(f"paired table: {paired}")
+
+
+def paired_row(r) -> tuple[str, ...]:  # noqa: ANN001 - a PairedDelta
+    p = "" if r.p_mcnemar is None else f"{r.p_mcnemar:.3g}"
+    return (
+        r.row,
+        str(r.items),
+        f"{100 * r.accuracy_a:.1f}",
+        f"{100 * r.accuracy_b:.1f}",
+        f"{100 * r.delta:+.1f}",
+        f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]",
+        p,
+    )
 
 
 @app.command()

@@ -39,6 +39,8 @@ def write_outputs(
     with open(out / "predictions.jsonl", "w") as f:
         for item in items:
             row = {"id": item.id, "prediction": predictions.get(item.id), "reference": item.reference}
+            if item.groups:
+                row["groups"] = item.groups  # what `eval compare` pairs its per-task rows by
             if item.problem:
                 row["problem"] = item.problem
             row |= judge(benchmark, item, predictions.get(item.id))

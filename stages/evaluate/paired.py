@@ -1,0 +1,138 @@
+"""Paired statistics for `eval compare`: runs scored on the same items differ by how much, and how surely.
+
+Every run's `predictions.jsonl` holds one verdict per item. Two arms (one run each, or several runs each,
+paired by position: the k-th run of each arm is the same seed) are compared item by item:
+- Δ = mean accuracy of arm B − arm A, over the items (and the seeds);
+- a 95 % paired bootstrap interval: items resampled with replacement (and, with several runs per arm,
+  seeds resampled too, the same seeds for both arms), the 2.5th and 97.5th percentiles of Δ;
+- McNemar's exact test (one run per arm): of the items the two runs disagree on, how lopsided the split
+  is, as a two-sided binomial p at 1/2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from store_schema.errors import UserError
+
+ALL = "overall"
+
+
+@dataclass(frozen=True)
+class RunVerdicts:
+    """One run's per-item verdicts, and the group values each item belongs to (e.g. task: sound)."""
+
+    folder: Path
+    correct: dict[str, bool]
+    groups: dict[str, dict[str, str]]
+
+
+def read_verdicts(folder: Path) -> RunVerdicts:
+    """A `coat-pipe eval` output folder's predictions.jsonl: {id: correct}, {id: {key: value}}."""
+    path = folder / "predictions.jsonl"
+    if not path.is_file():
+        raise UserError(f"{folder}: no predictions.jsonl (the output folder of `coat-pipe eval`)")
+    correct, groups = {}, {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            item = str(row["id"])
+            correct[item] = bool(row["correct"])
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path}:{number}: not a scored prediction row (id and correct)") from None
+        groups[item] = {str(k): str(v) for k, v in (row.get("groups") or {}).items()}
+    return RunVerdicts(folder, correct, groups)
+
+
+@dataclass(frozen=True)
+class PairedDelta:
+    """B − A on one row of the table (all items, or the items of one group value)."""
+
+    row: str
+    items: int
+    accuracy_a: float
+    accuracy_b: float
+    delta: float
+    low: float  # 95 % paired bootstrap interval of delta
+    high: float
+    p_mcnemar: float | None  # one run per arm only
+    discordant: tuple[int, int] | None  # (A right B wrong, A wrong B right), one run per arm only
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p: the discordant items split as a fair coin would split them."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    k = min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of mean(b) − mean(a) for (seeds, items) arrays of 0/1 paired on both axes:
+    items resampled with replacement, and seeds too when there are several."""
+    rng = np.random.default_rng(seed)
+    seeds, items = a.shape
+    diff = b.astype(np.float64) - a.astype(np.float64)  # (seeds, items)
+    deltas = np.empty(resamples)
+    for start in range(0, resamples, 1000):
+        count = min(1000, resamples - start)
+        pick_items = rng.integers(0, items, size=(count, items))
+        pick_seeds = rng.integers(0, seeds, size=(count, seeds)) if seeds > 1 else np.zeros((count, 1), dtype=int)
+        # mean over the drawn seeds of the mean over the drawn items
+        per_seed = np.stack([diff[pick_seeds[:, s]][np.arange(count)[:, None], pick_items] for s in range(seeds)])
+        deltas[start : start + count] = per_seed.mean(axis=(0, 2))
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def compare_arms(arm_a: list[RunVerdicts], arm_b: list[RunVerdicts], resamples: int = 10_000) -> list[PairedDelta]:
+    """Δ (B − A) with its interval for all items, then for every group value the runs record."""
+    if len(arm_a) != len(arm_b):
+        raise UserError(f"the arms hold {len(arm_a)} and {len(arm_b)} runs; runs pair by seed, give as many of each")
+    items = sorted(arm_a[0].correct)
+    for run in [*arm_a, *arm_b]:
+        if sorted(run.correct) != items:
+            raise UserError(f"{run.folder} was scored on other items than {arm_a[0].folder}; compare like with like")
+    rows: list[tuple[str, list[str]]] = [(ALL, items)]
+    keys = sorted({k for g in arm_a[0].groups.values() for k in g})
+    for key in keys:
+        values = sorted({arm_a[0].groups[i].get(key, "") for i in items})
+        rows += [(f"{key}: {v}", [i for i in items if arm_a[0].groups[i].get(key, "") == v]) for v in values]
+    out = []
+    for name, members in rows:
+        a = np.array([[run.correct[i] for i in members] for run in arm_a], dtype=np.int8)
+        b = np.array([[run.correct[i] for i in members] for run in arm_b], dtype=np.int8)
+        low, high = paired_bootstrap(a, b, resamples)
+        p, discordant = None, None
+        if len(arm_a) == 1:
+            a_only, b_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+            p, discordant = mcnemar_exact(a_only, b_only), (a_only, b_only)
+        out.append(
+            PairedDelta(
+                name,
+                len(members),
+                float(a.mean()),
+                float(b.mean()),
+                float(b.mean() - a.mean()),
+                low,
+                high,
+                p,
+                discordant,
+            )
+        )
+    return out
+
+
+def paired_markdown(title: str, header: list[str], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return f"{title}\n\n" + "\n".join(lines) + "\n"

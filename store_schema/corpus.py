@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import webdataset as wds
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
 
 from store_schema.errors import UserError
+from store_schema.location import check_reachable, corpus_path, is_remote, replace_file, storage_errors
 
 CORPUS_FILE = "corpus.json"
+READ_BLOCK = 1 << 20  # bytes read ahead per request when a tar lives in an object store
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "mp3")  # tar entries read as the clip's audio, first found wins
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -50,9 +54,17 @@ class CorpusInfo:
         return self.root / shard.name
 
 
-def read_corpus(root: Path) -> CorpusInfo:
-    """Read `root/corpus.json`, with an error that says how to make one when it is missing or broken."""
-    path = Path(root) / CORPUS_FILE
+def read_corpus(root: Path | str) -> CorpusInfo:
+    """Read `root/corpus.json` (a folder, or an object-store URL), with an error that says how to make one
+    when it is missing or broken."""
+    root = corpus_path(root)
+    check_reachable(root)
+    with storage_errors(root):
+        return _read_corpus(root)
+
+
+def _read_corpus(root: Path) -> CorpusInfo:
+    path = root / CORPUS_FILE
     if not path.is_file():
         raise UserError(
             f"no {CORPUS_FILE} in {root}: this is not a coat-pipe corpus. "
@@ -61,11 +73,11 @@ def read_corpus(root: Path) -> CorpusInfo:
     try:
         raw = json.loads(path.read_text())
         shards = tuple(ShardInfo(s["name"], int(s["samples"]), float(s["seconds"])) for s in raw["shards"])
-        info = CorpusInfo(Path(root), int(raw["sample_rate"]), shards, raw.get("created_by", ""))
+        info = CorpusInfo(root, int(raw["sample_rate"]), shards, raw.get("created_by", ""))
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a valid corpus file ({type(e).__name__}: {e})") from None
     for s in shards:  # a shard must be a tar inside the corpus: a listed "../x.tar" would read elsewhere
-        name = Path(s.name)
+        name = PurePosixPath(s.name)
         if name.is_absolute() or ".." in name.parts or name.suffix != ".tar" or not s.name.strip():
             raise UserError(f"{path}: shard name {s.name!r} is not a .tar file inside the corpus folder")
     missing = [s.name for s in shards if not info.tar_path(s).is_file()]
@@ -76,7 +88,7 @@ def read_corpus(root: Path) -> CorpusInfo:
 
 def refuse_non_empty(folder: Path) -> None:
     """A folder a command creates its output in must be new or empty: nothing in it is overwritten."""
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+    if (not is_remote(folder) and folder.is_symlink()) or (folder.exists() and not folder.is_dir()):
         raise UserError(f"--out {folder} is not a folder")
     held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     if held:
@@ -99,9 +111,7 @@ def write_corpus(root: Path, sample_rate: int, shards: list[ShardInfo], created_
         "created_by": created_by,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = root / f".{CORPUS_FILE}.tmp"
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, root / CORPUS_FILE)
+    replace_file(root / CORPUS_FILE, json.dumps(payload, indent=1).encode())
 
 
 def safe_key(text: str) -> str:
@@ -125,11 +135,12 @@ class TarIndex:
     """
 
     def __init__(self, tar: Path) -> None:
-        self.tar = Path(tar)
+        self.tar = tar
         self.keys: list[str] = []
         self.members: list[dict[str, tuple[int, int]]] = []
+        self._file: Any = None  # kept open for `read`: in an object store each open costs a request
         try:
-            with tarfile.open(self.tar, "r:") as archive:
+            with self.tar.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as archive:
                 for member in archive:
                     split = member_key(member.name) if member.isreg() else None
                     if split is None:
@@ -151,17 +162,23 @@ class TarIndex:
 
     def read(self, index: int) -> dict[str, bytes]:
         """Sample `index`'s entries by extension (its key is `keys[index]`)."""
+        if self._file is None:
+            # A small read-ahead: samples are read in plan order, a few neighbours at a time.
+            kwargs = {"block_size": READ_BLOCK, "cache_type": "readahead"} if is_remote(self.tar) else {}
+            self._file = self.tar.open("rb", **kwargs)
         sample = {}
-        with open(self.tar, "rb") as f:
-            for ext, (offset, size) in self.members[index].items():
-                f.seek(offset)
-                sample[ext] = f.read(size)
+        for ext, (offset, size) in self.members[index].items():
+            self._file.seek(offset)
+            sample[ext] = self._file.read(size)
         return sample
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_file": None}  # an open file does not travel to another process
 
 
 def _nonzero_after(path: Path, offset: int, block: int = 1 << 16) -> bool:
     """Whether any byte from `offset` on is not zero (a tar ends in zero blocks and zero padding)."""
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         f.seek(offset)
         while chunk := f.read(block):
             if chunk.count(0) != len(chunk):
@@ -176,7 +193,7 @@ def read_tar_keys(tar: Path) -> list[str]:
 
 def iter_tar_samples(tar: Path) -> Iterator[dict[str, Any]]:
     """Samples of one shard in order, as webdataset groups them: {"__key__", "flac": bytes, "json": bytes}."""
-    with open(tar, "rb") as stream:
+    with tar.open("rb") as stream:
         files = ({**f, "__url__": str(tar)} for f in tar_file_iterator(stream))
         yield from group_by_keys(files)
 
@@ -248,12 +265,18 @@ class CorpusWriter:
     created_by: str = "coat-pipe"
     shards: list[ShardInfo] = field(default_factory=list)
     _writer: wds.TarWriter | None = None
+    _local: Path | None = None
     _count: int = 0
     _seconds: float = 0.0
 
     def __enter__(self) -> CorpusWriter:
-        refuse_non_empty(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = corpus_path(self.root)
+        check_reachable(self.root)
+        with storage_errors(self.root):
+            refuse_non_empty(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+        # In an object store each tar is written on local disk, then uploaded whole once it is full.
+        self._local = Path(tempfile.mkdtemp(prefix="coat-shards-")) if is_remote(self.root) else self.root
         return self
 
     def _tar_name(self) -> str:
@@ -262,7 +285,7 @@ class CorpusWriter:
     def write(self, key: str, flac: bytes, meta: dict[str, Any]) -> None:
         if self._writer is None:
             # A fixed mtime: the same inputs give byte-identical tars.
-            self._writer = wds.TarWriter(str(self.root / f".{self._tar_name()}.tmp"), encoder=False, mtime=0.0)
+            self._writer = wds.TarWriter(str(self._local / f".{self._tar_name()}.tmp"), encoder=False, mtime=0.0)
         self._writer.write({"__key__": key, "flac": flac, "json": json.dumps(meta).encode()})
         self._count += 1
         self._seconds += float(meta["duration"])
@@ -274,7 +297,12 @@ class CorpusWriter:
             return
         self._writer.close()
         name = self._tar_name()
-        os.replace(self.root / f".{name}.tmp", self.root / name)
+        if is_remote(self.root):
+            with storage_errors(self.root):
+                self.root.fs.put_file(str(self._local / f".{name}.tmp"), (self.root / name).path)
+            (self._local / f".{name}.tmp").unlink()
+        else:
+            os.replace(self.root / f".{name}.tmp", self.root / name)
         self.shards.append(ShardInfo(name, self._count, round(self._seconds, 3)))
         self._writer, self._count, self._seconds = None, 0, 0.0
 
@@ -285,3 +313,5 @@ class CorpusWriter:
             return
         self._close_shard()
         write_corpus(self.root, self.sample_rate, self.shards, self.created_by)
+        if self._local != self.root:
+            shutil.rmtree(self._local, ignore_errors=True)

@@ -22,6 +22,7 @@ from store_schema.layout import (
     is_temp_group,
     shard_store_path,
 )
+from store_schema.location import zarr_store
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ExpertGroup:
 
     @cached_property
     def _group(self) -> zarr.Group:
-        return zarr.open_group(self.path, mode="r")
+        return zarr.open_group(zarr_store(self.path, read_only=True), mode="r")
 
     @property
     def spec(self) -> ExpertSpec:
@@ -71,8 +72,8 @@ class ShardStore:
     """The Zarr store beside one tar: attributes, `keys`, and expert groups by name."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._root = zarr.open_group(self.path, mode="r")
+        self.path = path
+        self._root = zarr.open_group(zarr_store(self.path, read_only=True), mode="r")
 
     @classmethod
     def for_tar(cls, tar: Path) -> ShardStore:
@@ -95,7 +96,7 @@ class ShardStore:
 
     def expert(self, name: str) -> ExpertGroup:
         path = self.path / name
-        return ExpertGroup(path, dict(zarr.open_group(path, mode="r").attrs))
+        return ExpertGroup(path, dict(zarr.open_group(zarr_store(path, read_only=True), mode="r").attrs))
 
 
 def _group_dirs(path: Path) -> list[str]:
@@ -112,7 +113,7 @@ def group_fingerprint(store: Path, expert: str) -> str | None:
     path = store / expert
     if not (path / "zarr.json").is_file():
         return None
-    return str(zarr.open_group(path, mode="r").attrs.get("fingerprint"))
+    return str(zarr.open_group(zarr_store(path, read_only=True), mode="r").attrs.get("fingerprint"))
 
 
 def store_experts(corpus: CorpusInfo) -> list[str]:

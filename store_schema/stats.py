@@ -4,7 +4,6 @@ merged exactly, and `ExpertStats`, the typed record of `stats/<expert>.json` wit
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 
 from store_schema.corpus import CorpusInfo
 from store_schema.layout import VOICED_THRESHOLD, ExpertSpec, shard_store_path, stats_path
+from store_schema.location import replace_file
 from store_schema.reader import ShardStore
 
 
@@ -172,10 +172,7 @@ def read_stats(corpus_root: Path, expert: str) -> ExpertStats | None:
 def write_stats(corpus_root: Path, stats: ExpertStats) -> Path:
     """Write atomically: two processes finishing the last shards at once both write the same file."""
     path = stats_path(corpus_root, stats.expert)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(stats.to_json(), indent=1))
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(stats.to_json(), indent=1).encode())
     return path
 
 

@@ -37,6 +37,8 @@ from store_schema.layout import (
     is_temp_group,
     shard_store_path,
 )
+from store_schema.lease import shard_lease
+from store_schema.location import is_remote, publish, remove_tree, unpublish, zarr_store
 from store_schema.reader import store_experts
 from store_schema.stats import ExpertStats, RunningStats, compute_stats, stats_mask, write_stats
 
@@ -45,6 +47,8 @@ def refuse_links_out(corpus: CorpusInfo) -> None:
     """The folders the store is written into must lie in the corpus: a planted link would carry writes elsewhere."""
     written = [corpus.root / name for name in (STATS_DIR, "logs", LOCK_DIR)]
     written += [shard_store_path(corpus.tar_path(s)) for s in corpus.shards]
+    if is_remote(corpus.root):
+        return  # an object store has no links
     linked = [p for p in written if p.is_symlink()]
     if linked:
         raise UserError(f"{linked[0]} is a symbolic link; the store is written only inside {corpus.root}")
@@ -58,6 +62,10 @@ def shard_lock(corpus_root: Path, shard_name: str, *, blocking: bool) -> Iterato
     never inherit them, and the kernel drops them when the process dies, even by SIGKILL.
     """
     lock_dir = corpus_root / LOCK_DIR
+    if is_remote(corpus_root):
+        with shard_lease(lock_dir, shard_name, blocking=blocking) as taken:
+            yield taken
+        return
     lock_dir.mkdir(exist_ok=True)
     fd = os.open(lock_dir / f"{shard_name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
@@ -90,8 +98,8 @@ def ensure_shard_store(tar: Path, keys: list[str], store_rate: float) -> Path:
     Call under the shard's lock.
     """
     path = shard_store_path(tar)
-    if path.exists():
-        root = zarr.open_group(path, mode="r")
+    if (path / "zarr.json").is_file():
+        root = zarr.open_group(zarr_store(path, read_only=True), mode="r")
         version = root.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(
@@ -108,13 +116,15 @@ def ensure_shard_store(tar: Path, keys: list[str], store_rate: float) -> Path:
             raise UserError(f"{path}: its keys differ from {tar.name}'s; the tar changed after extraction")
         return path
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    root = zarr.open_group(tmp, mode="w")
+    remove_tree(tmp)
+    root = zarr.open_group(zarr_store(tmp, read_only=False), mode="w")
     root.attrs.update(
         {"schema_version": SCHEMA_VERSION, "store_rate": store_rate, "shard": tar.name, "samples": len(keys)}
     )
     root.create_array(KEYS, shape=(len(keys),), dtype=str)[:] = np.array(keys, dtype=str)
-    os.rename(tmp, path)
+    if is_remote(path):
+        remove_tree(path)  # objects without the root's metadata: what a killed publish leaves
+    publish(tmp, path)
     return path
 
 
@@ -122,7 +132,7 @@ def remove_temp_groups(store: Path) -> list[str]:
     """Delete groups left under a temporary name by a killed run. Call under the shard's lock."""
     removed = [p.name for p in store.iterdir() if p.is_dir() and is_temp_group(p.name)]
     for name in removed:
-        shutil.rmtree(store / name)
+        remove_tree(store / name)
     return removed
 
 
@@ -188,7 +198,8 @@ class ExpertGroupWriter:
         }
 
         tmp_name = f"{self.spec.expert}{TMP_MARK}{os.getpid()}"
-        root = zarr.open_group(self.store, mode="r+")
+        remove_tree(self.store / tmp_name)
+        root = zarr.open_group(zarr_store(self.store, read_only=False), mode="r+")
         group = root.create_group(tmp_name, overwrite=True)
         # Every chunk is written, even one equal to the fill value (zarr skips those by default), so that
         # `store check` can tell a deleted chunk file from a chunk of zeros.
@@ -215,7 +226,12 @@ class ExpertGroupWriter:
         group.attrs.update(attrs | {"chunks_written": chunks_written, "content_sha256": content})
 
         final = self.store / self.spec.expert
-        if final.exists():  # --overwrite: move the old group aside first so a crash leaves a temp name
+        if is_remote(self.store):
+            # No rename: the old group disappears first (its metadata first), then the new one is
+            # copied in with its metadata last; a reader sees the old group, no group, or the new one.
+            unpublish(final)
+            publish(self.store / tmp_name, final)
+        elif final.exists():  # --overwrite: move the old group aside first so a crash leaves a temp name
             old = self.store / f"{self.spec.expert}{TMP_MARK}old-{os.getpid()}"
             os.rename(final, old)
             os.rename(self.store / tmp_name, final)

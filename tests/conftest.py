@@ -5,6 +5,7 @@ The helpers the tests import live in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,27 @@ def tiny_twin_cache(tmp_path_factory):
     mp.setenv("COAT_PIPE_CACHE", str(tmp_path_factory.mktemp("coat-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server for the session, its credentials and endpoint in this process's environment (and
+    so in every child's)."""
+    pytest.importorskip("s3fs", reason="object-store tests need the cloud extra (in dev)")
+    from tests.object_store import s3_env, s3_server
+
+    mp = pytest.MonkeyPatch()
+    with s3_server() as endpoint:
+        for key, value in s3_env(endpoint).items():
+            mp.setenv(key, value)
+        yield endpoint
+    mp.undo()
+
+
+@pytest.fixture
+def bucket(s3_endpoint, request) -> str:
+    """A fresh bucket per test: s3://NAME."""
+    from tests.object_store import make_bucket
+
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    return make_bucket(name)

@@ -39,7 +39,10 @@ def _launcher_arguments(
     itself is read from LOCAL_RANK, which the launcher also sets."""
 
 
-CorpusOpt = Annotated[Path, typer.Option("--corpus", "-c", help="Corpus folder (with corpus.json and the tars).")]
+CorpusOpt = Annotated[
+    str, typer.Option("--corpus", "-c", help="Corpus folder (with corpus.json and the tars), or s3://… gs://… URL.")
+]
+CorpusArg = Annotated[str, typer.Argument(help="Corpus folder, or its s3://… gs://… URL.")]
 
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Training run directory (its final/ bundle), or a bundle.")]

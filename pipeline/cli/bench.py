@@ -75,7 +75,7 @@ def bench_shard(
 @bench_app.command("check")
 @user_errors
 def bench_check(
-    corpus: Annotated[Path | None, typer.Argument(help="An extracted corpus (default: a synthetic one).")] = None,
+    corpus: Annotated[str | None, typer.Argument(help="An extracted corpus (default: a synthetic one).")] = None,
     clips: Annotated[int, typer.Option(help="Synthetic clips, when no corpus is given.", min=1)] = 600,
     expert: Annotated[str, typer.Option(help="Experts extracted into the synthetic corpus.")] = "mel,pitch",
 ) -> None:
@@ -101,7 +101,7 @@ def bench_check(
 @user_errors
 def bench_train(
     backbone: Annotated[str, typer.Option(help="Backbone (a tiny twin runs anywhere).")] = "tiny-qwen2-audio",
-    corpus: Annotated[Path | None, typer.Option(help="Extracted corpus (default: a synthetic one).")] = None,
+    corpus: Annotated[str | None, typer.Option(help="Extracted corpus (default: a synthetic one).")] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per variant and round.", min=1)] = 10,
     batch_size: Annotated[int, typer.Option(help="Clips per step.", min=1)] = 4,
     think_tokens: Annotated[int, typer.Option(help="K for the CoAT variant.")] = 32,
@@ -160,7 +160,7 @@ def bench_train_7b(
 @bench_app.command("codecs")
 @user_errors
 def bench_codecs(
-    corpus: Annotated[Path, typer.Argument(help="An extracted corpus; its first shard's groups are measured.")],
+    corpus: Annotated[str, typer.Argument(help="An extracted corpus; its first shard's groups are measured.")],
 ) -> None:
     """Compression ratio and speed of candidate codecs on a store's own float16 targets.
 

@@ -16,7 +16,7 @@ from store_schema.errors import UserError
 @app.command()
 @user_errors
 def synth(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the shards into.")],
+    out_dir: Annotated[str, typer.Option("--out", help="Folder (or s3://… gs://… URL) to write the shards into.")],
     clips: Annotated[int, typer.Option(help="Number of clips.", min=1)] = 600,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same corpus.")] = 0,
     shard_size: Annotated[int, typer.Option(help="Clips per tar shard.", min=1)] = 200,
@@ -28,9 +28,12 @@ def synth(
     """
     from stages.corpus.synth import QUESTION_TYPES, synth_recipe, write_synth_corpus
     from store_schema.corpus import read_corpus
+    from store_schema.location import corpus_path, storage_errors
 
     recipe = synth_recipe(clips, seed, shard_size, name)
-    if (out_dir / "corpus.json").exists():
+    with storage_errors(out_dir):
+        exists = (corpus_path(out_dir) / "corpus.json").exists()
+    if exists:
         corpus = read_corpus(out_dir)
         if corpus.created_by != recipe:
             raise UserError(f"{out_dir} already holds another corpus ({corpus.created_by}); choose another --out")
@@ -49,7 +52,9 @@ SOURCE_FORMATS = ("chat", "hf", "lhotse")
 @app.command()
 @user_errors
 def shard(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the corpus into (new or empty).")],
+    out_dir: Annotated[
+        str, typer.Option("--out", help="Folder (or s3://… gs://… URL) to write the corpus into (new or empty).")
+    ],
     manifest: Annotated[
         Path | None,
         typer.Option(
@@ -142,4 +147,4 @@ def shard(
     out.print(f"{summary.seconds / 3600:.3f} h of audio at {sample_rate} Hz")
     if summary.rejected:
         rows = [(r["origin"], r["reason"]) for r in summary.rejected[:30]]
-        print_table(f"rejected ({out_dir / 'rejected.jsonl'})", ["input", "reason"], rows)
+        print_table(f"rejected ({out_dir.rstrip('/')}/rejected.jsonl)", ["input", "reason"], rows)

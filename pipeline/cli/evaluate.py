@@ -61,7 +61,7 @@ def eval_benchmark(
     run: Annotated[Path | None, typer.Option(help="Training run directory, or a bundle.")] = None,
     benchmark: Annotated[str | None, typer.Option(help=BENCHMARK_HELP)] = None,
     manifest: Annotated[
-        Path | None, typer.Option(help="The benchmark's manifest (for synth: a corpus folder).")
+        str | None, typer.Option(help="The benchmark's manifest (for synth: a corpus folder or URL).")
     ] = None,
     audio_root: Annotated[Path | None, typer.Option(help="Folder the manifest's audio paths start from.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default RUN/eval/BENCHMARK).")] = None,
@@ -99,7 +99,7 @@ def _print_metrics(metrics: dict, items: list, out_dir: Path) -> None:
 @user_errors
 def eval_score(
     benchmark: Annotated[str, typer.Option(help=BENCHMARK_HELP)],
-    manifest: Annotated[Path, typer.Option(help="The benchmark's manifest.")],
+    manifest: Annotated[str, typer.Option(help="The benchmark's manifest (for synth: a corpus folder or URL).")],
     predictions: Annotated[Path, typer.Option(help="predictions.jsonl: rows with the benchmark's id and prediction.")],
     audio_root: Annotated[Path | None, typer.Option(help="Folder the manifest's audio paths start from.")] = None,
     labels: Annotated[str | None, typer.Option(help="classification: the label list, comma-separated.")] = None,
@@ -220,7 +220,7 @@ def paired_row(r) -> tuple[str, ...]:  # noqa: ANN001 - a PairedDelta
 @user_errors
 def probe(
     runs: Annotated[list[Path], typer.Option("--run", help="Run directories to probe (repeat: CoAT and --no-think).")],
-    corpus: Annotated[Path, typer.Option(help="Extracted corpus whose clips and store targets are probed.")],
+    corpus: Annotated[str, typer.Option(help="Extracted corpus (folder or URL) whose clips and targets are probed.")],
     experts: Annotated[str, typer.Option(help="Store experts to probe, comma-separated.")] = "pitch,mel",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: the first run's probe/).")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import store_app
+from pipeline.cli.app import CorpusArg, store_app
 from pipeline.errors import user_errors
 from stages.progress import out, print_table
 
@@ -15,7 +14,7 @@ from stages.progress import out, print_table
 @store_app.command("check")
 @user_errors
 def store_check(
-    corpus: Annotated[Path, typer.Argument(help="Corpus folder.")],
+    corpus: CorpusArg,
     expert: Annotated[str | None, typer.Option(help="Experts that must be present (default: all found).")] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="Structure only: skip reading every value and every tar sample.")
@@ -55,7 +54,7 @@ def store_check(
 
 @store_app.command("info")
 @user_errors
-def store_info_cmd(corpus: Annotated[Path, typer.Argument(help="Corpus folder.")]) -> None:
+def store_info_cmd(corpus: CorpusArg) -> None:
     """Shards, clips, hours, and per expert: shards done, bytes, bytes per audio hour, clips by status.
 
     Example: [bold]coat-pipe store info data/train[/]
@@ -84,7 +83,7 @@ def store_info_cmd(corpus: Annotated[Path, typer.Argument(help="Corpus folder.")
 @store_app.command("stats")
 @user_errors
 def store_stats(
-    corpus: Annotated[Path, typer.Argument(help="Corpus folder.")],
+    corpus: CorpusArg,
     expert: Annotated[str | None, typer.Option(help="Experts to recompute (default: all found).")] = None,
 ) -> None:
     """Recompute stats/<expert>.json (per-dimension mean and std over ok clips) from the stored frames.

@@ -22,6 +22,7 @@ from stages.audio import AudioError, encode_flac, read_audio_span, resample
 from stages.progress import audio_progress
 from store_schema.corpus import CorpusWriter, conversation_turns, refuse_non_empty, safe_key, write_new_file
 from store_schema.errors import UserError
+from store_schema.location import check_reachable, corpus_path, is_remote, replace_file, storage_errors
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 ASR_QUESTION = "Transcribe the speech in the audio."
@@ -204,9 +205,12 @@ def build_shards(
     overwritten, and no link planted there is written through."""
     if safe_key(name) != name:
         raise UserError(f"--name {name!r}: a shard name prefix holds only letters, digits, '_' and '-'")
-    if (out / "corpus.json").exists():
-        raise UserError(f"{out} already holds a corpus; choose another --out or delete it first")
-    refuse_non_empty(out)
+    out = corpus_path(out)
+    check_reachable(out)
+    with storage_errors(out):
+        if (out / "corpus.json").exists():
+            raise UserError(f"{out} already holds a corpus; choose another --out or delete it first")
+        refuse_non_empty(out)
     summary = ShardSummary(rejected=list(rejected or []))
     seen: set[str] = set()
     total = len(entries) if isinstance(entries, Sized) else None
@@ -248,5 +252,9 @@ def build_shards(
                 summary.multi_turn += sum(m.get("role") == "assistant" for m in entry.messages) > 1
                 bar.update(task, audio_s=summary.seconds)
     summary.shards = len(writer.shards)
-    write_new_file(out / "rejected.jsonl", "".join(json.dumps(row) + "\n" for row in summary.rejected))
+    rows = "".join(json.dumps(row) + "\n" for row in summary.rejected)
+    if is_remote(out):
+        replace_file(out / "rejected.jsonl", rows.encode())  # the prefix was empty: nothing is replaced
+    else:
+        write_new_file(out / "rejected.jsonl", rows)
     return summary

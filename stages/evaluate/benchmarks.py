@@ -149,7 +149,7 @@ def load_asr(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[
     ]
 
 
-def load_synth(corpus_dir: Path) -> list[EvalItem]:
+def load_synth(corpus_dir: Path | str) -> list[EvalItem]:
     """The clips of a synth corpus (use a held-out seed: `coat-pipe synth --seed 1 --name heldout`)."""
     from store_schema.corpus import conversation_turns, iter_tar_samples, read_corpus, sample_audio, sample_meta
 
@@ -170,7 +170,7 @@ def load_synth(corpus_dir: Path) -> list[EvalItem]:
 
 def load_benchmark(  # noqa: ANN201
     name: str,
-    manifest: Path,
+    manifest: Path | str,
     audio_root: Path | None = None,
     labels: list[str] | None = None,
     need_audio: bool = True,
@@ -179,6 +179,10 @@ def load_benchmark(  # noqa: ANN201
     the manifest's folder). `need_audio=False` (re-scoring) does not look for the audio files."""
     if name not in KINDS:
         raise UserError(f"unknown benchmark {name!r}; known: {', '.join(KINDS)}")
+    if name == "synth":  # a corpus: a folder or an object-store URL
+        items = load_synth(manifest)
+        return _unique_ids(items, manifest)
+    manifest = Path(manifest)
     if not manifest.exists():
         raise UserError(f"{manifest}: no such manifest")
     root = audio_root or (manifest if manifest.is_dir() else manifest.parent)
@@ -188,10 +192,12 @@ def load_benchmark(  # noqa: ANN201
         items = load_mmar(manifest, root, need_audio)
     elif name == "classification":
         items = load_classification(manifest, root, labels, need_audio)
-    elif name == "asr":
-        items = load_asr(manifest, root, need_audio)
     else:
-        items = load_synth(manifest)
+        items = load_asr(manifest, root, need_audio)
+    return _unique_ids(items, manifest)
+
+
+def _unique_ids(items: list[EvalItem], manifest: Path | str) -> list[EvalItem]:
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise UserError(f"{manifest}: item ids are not unique, so predictions cannot be keyed by them")

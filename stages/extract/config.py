@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,7 +15,7 @@ class ExtractConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    corpus: Path  # folder with corpus.json and the tar shards
+    corpus: str  # folder with corpus.json and the tar shards, or an object-store URL (s3://bucket/prefix)
     experts: list[str] = Field(min_length=1)  # registry names, run together on each decoded clip
     store_rate: float = DEFAULT_STORE_RATE  # Hz of the stored frames; one value per store
     batch_seconds: float = Field(default=240.0, gt=0)  # padded audio seconds per expert batch
@@ -30,6 +29,11 @@ class ExtractConfig(BaseModel):
     trust_remote_code: bool = False  # let transformers run a checkpoint's own code
     expert_options: dict[str, dict[str, Any]] = {}  # expert -> its own settings, e.g. {"mel": {"n_mels": 64}}
     progress: bool = True
+
+    @field_validator("corpus", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("experts", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from stages.audio import AudioError, audio_status, decode_audio, resample
 from store_schema.corpus import iter_tar_samples, sample_audio
 from store_schema.layout import Status
+from store_schema.location import corpus_path
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
@@ -56,14 +57,15 @@ class DecodedClips(IterableDataset):
     """
 
     def __init__(self, tars: list[Path], rates: list[int]) -> None:
-        self.tars, self.rates = tars, sorted(set(rates))
+        # As text: each worker opens its own object-store client (fsspec clients do not survive a fork).
+        self.tars, self.rates = [str(t) for t in tars], sorted(set(rates))
 
     def __iter__(self):  # type: ignore[override]
         worker = get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
         position = 0
         for shard, tar in enumerate(self.tars):
-            for index, sample in enumerate(iter_tar_samples(tar)):
+            for index, sample in enumerate(iter_tar_samples(corpus_path(tar))):
                 if position % nworkers == wid:
                     yield decode_sample(shard, index, sample, self.rates)
                 position += 1

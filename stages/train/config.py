@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +47,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    corpus: Path  # extracted corpus (tars + store + stats)
+    corpus: str  # extracted corpus (tars + store + stats): a folder, or an object-store URL
     out: Path  # the run directory
     experts: list[str] = []  # store experts to distil; default: every expert with a stats file
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -67,6 +68,11 @@ class TrainConfig(BaseModel):
     save_every: int = 50  # checkpoint every N steps (and at the end)
     resume: bool = False  # continue from RUN/checkpoints/latest
     ds_config: Path = Path(__file__).resolve().parents[2] / "launch" / "ds_zero2.json"
+
+    @field_validator("corpus", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("experts", mode="before")
     @classmethod

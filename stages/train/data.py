@@ -158,15 +158,16 @@ class PlannedBatches(Dataset):
     """Batch j of a plan -> its CoatSamples (decoded audio + store targets). Map-style: workers and resume
     both index batches, so order never depends on worker timing."""
 
-    def __init__(self, corpus_root: Path, experts: list[str], batches: list[list[Item]]) -> None:
-        self.corpus_root, self.experts, self.batches = Path(corpus_root), experts, batches
+    def __init__(self, corpus_root: Path | str, experts: list[str], batches: list[list[Item]]) -> None:
+        # Kept as text: each worker opens its own object-store client (fsspec clients do not survive a fork).
+        self.corpus_root, self.experts, self.batches = str(corpus_root), experts, batches
 
     def __len__(self) -> int:
         return len(self.batches)
 
     @cached_property
     def _corpus(self) -> CorpusInfo:
-        return read_corpus(self.corpus_root)
+        return read_corpus(self.corpus_root)  # in the worker: its own client
 
     @cached_property
     def _opened(self) -> dict[int, tuple[TarIndex, ShardTargets | None]]:

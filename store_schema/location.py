@@ -121,10 +121,11 @@ def check_reachable(root: Path) -> None:
     if not is_remote(root):
         return
     with storage_errors(root):
+        root.fs.invalidate_cache()  # a listing cached earlier in this process may predate the bucket
         try:
             root.fs.ls(root.path, detail=False)
         except FileNotFoundError as e:
-            if "bucket" in str(e).lower():
+            if "specified bucket does not exist" in str(e).lower() or "nosuchbucket" in str(e).lower():
                 raise UserError(f"{root}: not found: no such bucket at this endpoint") from None
 
 

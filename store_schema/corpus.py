@@ -21,7 +21,6 @@ from store_schema.errors import UserError
 from store_schema.location import check_reachable, corpus_path, is_remote, replace_file, storage_errors
 
 CORPUS_FILE = "corpus.json"
-READ_BLOCK = 1 << 20  # bytes read ahead per request when a tar lives in an object store
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "mp3")  # tar entries read as the clip's audio, first found wins
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -138,9 +137,14 @@ class TarIndex:
         self.tar = tar
         self.keys: list[str] = []
         self.members: list[dict[str, tuple[int, int]]] = []
-        self._file: Any = None  # kept open for `read`: in an object store each open costs a request
+        self._file: Any = None  # kept open for `read`
+        remote = is_remote(self.tar)
+        f = None
         try:
-            with self.tar.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as archive:
+            # In an object store the whole tar comes in one GET and stays in memory while the index is
+            # open: per-sample range requests would cost a round trip per clip (docs/PERFORMANCE.md).
+            f = self.tar.open("rb", cache_type="all") if remote else self.tar.open("rb")
+            with tarfile.open(fileobj=f, mode="r:") as archive:
                 for member in archive:
                     split = member_key(member.name) if member.isreg() else None
                     if split is None:
@@ -151,9 +155,15 @@ class TarIndex:
                         self.members.append({})
                     self.members[-1][ext] = (member.offset_data, member.size)
                 end = archive.offset  # where tarfile stopped: the end-of-archive blocks, or a bad header
-            damaged = _nonzero_after(self.tar, end)
+            damaged = _nonzero_after(f, end)
         except (tarfile.TarError, OSError) as e:
+            if f is not None:
+                f.close()
             raise UserError(f"{self.tar}: cannot read the tar ({e})") from None
+        if remote:
+            self._file = f
+        else:
+            f.close()
         if damaged:
             raise UserError(
                 f"{self.tar}: damaged tar header at byte {end} ({len(self.keys)} samples readable before it); "
@@ -163,26 +173,28 @@ class TarIndex:
     def read(self, index: int) -> dict[str, bytes]:
         """Sample `index`'s entries by extension (its key is `keys[index]`)."""
         if self._file is None:
-            # A small read-ahead: samples are read in plan order, a few neighbours at a time.
-            kwargs = {"block_size": READ_BLOCK, "cache_type": "readahead"} if is_remote(self.tar) else {}
-            self._file = self.tar.open("rb", **kwargs)
+            self._file = self.tar.open("rb")
         sample = {}
         for ext, (offset, size) in self.members[index].items():
             self._file.seek(offset)
             sample[ext] = self._file.read(size)
         return sample
 
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_file": None}  # an open file does not travel to another process
 
 
-def _nonzero_after(path: Path, offset: int, block: int = 1 << 16) -> bool:
-    """Whether any byte from `offset` on is not zero (a tar ends in zero blocks and zero padding)."""
-    with path.open("rb") as f:
-        f.seek(offset)
-        while chunk := f.read(block):
-            if chunk.count(0) != len(chunk):
-                return True
+def _nonzero_after(f: Any, offset: int, block: int = 1 << 16) -> bool:
+    """Whether any byte of the open file from `offset` on is not zero (a tar ends in zero blocks and padding)."""
+    f.seek(offset)
+    while chunk := f.read(block):
+        if chunk.count(0) != len(chunk):
+            return True
     return False
 
 

@@ -28,6 +28,8 @@ LOCAL_PROTOCOLS = ("", "file", "local")
 
 def corpus_path(value: str | os.PathLike[str]) -> Path:
     """A local `Path` for a folder or a `file://` URL; a `UPath` for any other fsspec URL."""
+    if isinstance(value, Path) or hasattr(value, "protocol"):  # already a path (a UPath is not os.PathLike)
+        return value  # type: ignore[return-value]
     text = os.fspath(value)
     if "://" not in text:
         return Path(text)

@@ -34,7 +34,7 @@ class ExpertGroup:
 
     @cached_property
     def _group(self) -> zarr.Group:
-        return zarr.open_group(zarr_store(self.path, read_only=True), mode="r")
+        return zarr.open_group(zarr_store(self.path, read_only=True), mode="r", zarr_format=3)
 
     @property
     def spec(self) -> ExpertSpec:
@@ -55,11 +55,12 @@ class ExpertGroup:
     def array(self, name: str) -> zarr.Array:
         return self._group[name]
 
-    @property
+    # Array handles are opened once: in an object store each opening is a request for its metadata.
+    @cached_property
     def frames(self) -> zarr.Array:
         return self._group[FRAMES]
 
-    @property
+    @cached_property
     def clip(self) -> zarr.Array:
         return self._group[CLIP]
 
@@ -73,7 +74,7 @@ class ShardStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._root = zarr.open_group(zarr_store(self.path, read_only=True), mode="r")
+        self._root = zarr.open_group(zarr_store(self.path, read_only=True), mode="r", zarr_format=3)
 
     @classmethod
     def for_tar(cls, tar: Path) -> ShardStore:
@@ -96,7 +97,10 @@ class ShardStore:
 
     def expert(self, name: str) -> ExpertGroup:
         path = self.path / name
-        return ExpertGroup(path, dict(zarr.open_group(zarr_store(path, read_only=True), mode="r").attrs))
+        opened = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
+        group = ExpertGroup(path, dict(opened.attrs))
+        group.__dict__["_group"] = opened  # the cached_property, filled: no second opening
+        return group
 
 
 def _group_dirs(path: Path) -> list[str]:
@@ -113,7 +117,7 @@ def group_fingerprint(store: Path, expert: str) -> str | None:
     path = store / expert
     if not (path / "zarr.json").is_file():
         return None
-    return str(zarr.open_group(zarr_store(path, read_only=True), mode="r").attrs.get("fingerprint"))
+    return str(zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3).attrs.get("fingerprint"))
 
 
 def store_experts(corpus: CorpusInfo) -> list[str]:

@@ -99,7 +99,7 @@ def ensure_shard_store(tar: Path, keys: list[str], store_rate: float) -> Path:
     """
     path = shard_store_path(tar)
     if (path / "zarr.json").is_file():
-        root = zarr.open_group(zarr_store(path, read_only=True), mode="r")
+        root = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
         version = root.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(

@@ -126,6 +126,39 @@ def bench_train(
     print_table(f"bench train: {r['backbone']}, batch {r['batch_size']}, {r['clips']} clips streamed", ["", ""], rows)
 
 
+@bench_app.command("stream")
+@user_errors
+def bench_stream(
+    corpus: Annotated[
+        str | None, typer.Option(help="An extracted corpus in an object store (default: a local S3 endpoint).")
+    ] = None,
+    local: Annotated[Path | None, typer.Option(help="With --corpus: the same corpus on local disk.")] = None,
+    clips: Annotated[int, typer.Option(help="Synthetic clips, without --corpus.", min=8)] = 240,
+    batch_size: Annotated[int, typer.Option(help="Clips per batch.", min=1)] = 4,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers (default: train's default).")] = None,
+) -> None:
+    """The training stream from an object store against the same corpus on local disk: clips/s and their
+    ratio, and (on the built-in local S3 endpoint) the requests per clip.
+
+    Examples: [bold]coat-pipe bench stream[/]; [bold]coat-pipe bench stream --corpus s3://b/train --local
+    /data/train[/]
+    """
+    from stages.train.bench_stream import bench_stream as run_bench
+
+    r = run_bench(clips, batch_size, workers, corpus, local)
+    rows = [
+        (f"object store ({r['remote']})", f"{r['remote_clips_s']:.1f}"),
+        (f"local disk ({r['local']})", f"{r['local_clips_s']:.1f}"),
+        ("[bold]ratio object store / local", f"[bold]{r['ratio']:.3f}"),
+    ]
+    if r["requests_per_clip"] is not None:
+        rows.append(("requests per clip", f"{r['requests_per_clip']:.2f}"))
+    title = (
+        f"bench stream: {r['clips']} clips, {','.join(r['experts'])}, batch {r['batch_size']}, {r['workers']} workers"
+    )
+    print_table(title, ["source", "clips / s"], rows)
+
+
 @bench_app.command("train-7b")
 @user_errors
 def bench_train_7b(

@@ -154,6 +154,9 @@ class ShardTargets:
         return np.concatenate(parts) if parts else np.zeros((0, self.clips[expert].shape[1]), np.float16)
 
 
+OPEN_SHARDS = 4  # per worker; the plan reads a window of clips that spans a shard or two at a time
+
+
 class PlannedBatches(Dataset):
     """Batch j of a plan -> its CoatSamples (decoded audio + store targets). Map-style: workers and resume
     both index batches, so order never depends on worker timing."""
@@ -170,13 +173,16 @@ class PlannedBatches(Dataset):
         return read_corpus(self.corpus_root)  # in the worker: its own client
 
     @cached_property
-    def _opened(self) -> dict[int, tuple[TarIndex, ShardTargets | None]]:
-        return {}  # per worker process: shard -> its tar index and store targets, opened on first use
+    def _opened(self) -> OrderedDict[int, tuple[TarIndex, ShardTargets | None]]:
+        return OrderedDict()  # per worker process: shard -> its tar index and store targets, opened on first use
 
     def _sample(self, shard: int, index: int) -> CoatSample:
         tar = self._corpus.tar_path(self._corpus.shards[shard])
         if shard not in self._opened:
             self._opened[shard] = (TarIndex(tar), ShardTargets(tar, self.experts) if self.experts else None)
+            if len(self._opened) > OPEN_SHARDS:  # a tar from an object store is held in memory: keep a few
+                self._opened.popitem(last=False)[1][0].close()
+        self._opened.move_to_end(shard)
         tar_index, targets = self._opened[shard]
         raw, key = tar_index.read(index), tar_index.keys[index]
         if targets is not None and targets.keys[index] != key:

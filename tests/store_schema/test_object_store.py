@@ -46,6 +46,7 @@ def _assert_same_store(a, b) -> None:
                 np.testing.assert_array_equal(values, gb[shard][expert][name], err_msg=f"{shard} {expert} {name}")
 
 
+@pytest.mark.slow
 def test_synth_extract_check_and_info_in_a_bucket_equal_local_disk(bucket, tmp_path):
     url = f"{bucket}/train"
     for where in (url, tmp_path / "train"):
@@ -88,6 +89,7 @@ def _coat_pipe(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=subprocess_env(**env), capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_wrong_credentials_and_an_unreachable_endpoint_are_one_line_each(tmp_path):
     # A server that checks signatures (moto's IAM auth on from its first request): these keys are unknown.
     free = socket.socket()
@@ -233,3 +235,26 @@ def test_two_extractors_on_one_bucket_write_each_shard_once(bucket):
     every = {s.name for s in read_corpus(url).shards}
     assert written[0] | written[1] == every and not written[0] & written[1], written
     cli("store", "check", url)
+
+
+def test_shard_uploads_its_tars_and_the_corpus_reads_back(bucket, tmp_path):
+    import soundfile as sf
+
+    rows = []
+    for i in range(5):
+        wave = 0.1 * np.sin(2 * np.pi * (200 + 50 * i) * np.arange(16000) / 16000)
+        sf.write(tmp_path / f"c{i}.wav", wave.astype(np.float32), 16000)
+        messages = [{"role": "user", "content": "What is heard?"}, {"role": "assistant", "content": f"tone {i}"}]
+        rows.append(json.dumps({"audio": f"c{i}.wav", "messages": messages, "task": "aqa"}))
+    rows.append(json.dumps({"audio": "missing.wav", "messages": [], "task": "aqa"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(rows) + "\n")
+    url = f"{bucket}/shards"
+    cli("shard", "--manifest", tmp_path / "m.jsonl", "--out", url, "--shard-size", 2, "--workers", 1)
+    corpus = read_corpus(url)
+    assert corpus.samples == 5 and [s.samples for s in corpus.shards] == [2, 2, 1]
+    rejected = (corpus_path(url) / "rejected.jsonl").read_text()
+    assert "m.jsonl:6" in rejected and "messages" in rejected
+    cli("extract", "--corpus", url, "--expert", "mel", "--workers", 0, "--no-progress")
+    cli("store", "check", url)
+    again = cli("shard", "--manifest", tmp_path / "m.jsonl", "--out", url, expect=2)
+    assert "already holds a corpus" in again.output

@@ -36,6 +36,7 @@ from store_schema.check import check_store
 from store_schema.corpus import CorpusInfo, TarIndex, read_corpus
 from store_schema.errors import UserError
 from store_schema.layout import Status
+from store_schema.location import is_remote
 from store_schema.reader import ShardStore
 from store_schema.stats import read_stats
 
@@ -130,6 +131,11 @@ class ShardTargets:
         self.chunk = {e: g.frames.chunks[0] for e, g in self.groups.items()}
         self._chunks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._capacity = cached_chunks
+        # From an object store a chunk is a round trip: an expert's frames that fit the budget come in at
+        # once (Zarr fetches the chunks concurrently) and stay for as long as the shard is open.
+        self._whole = {
+            e: g.frames[:] for e, g in self.groups.items() if is_remote(tar) and g.frames.nbytes <= PREFETCH_BYTES
+        }
 
     def _chunk(self, expert: str, c: int) -> np.ndarray:
         if (expert, c) not in self._chunks:
@@ -142,6 +148,8 @@ class ShardTargets:
 
     def frames(self, expert: str, index: int) -> np.ndarray:
         start, stop = int(self.offsets[expert][index]), int(self.offsets[expert][index + 1])
+        if expert in self._whole:
+            return self._whole[expert][start:stop]
         size = self.chunk[expert]
         parts = (
             [
@@ -154,7 +162,8 @@ class ShardTargets:
         return np.concatenate(parts) if parts else np.zeros((0, self.clips[expert].shape[1]), np.float16)
 
 
-OPEN_SHARDS = 4  # per worker; the plan reads a window of clips that spans a shard or two at a time
+OPEN_SHARDS = 2  # per worker; the plan reads a window of clips that spans a shard or two at a time
+PREFETCH_BYTES = 64 << 20  # an expert's frames of one shard read whole from an object store up to this size
 
 
 class PlannedBatches(Dataset):

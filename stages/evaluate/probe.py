@@ -33,6 +33,7 @@ from stages.train.bundle import bundle_dir
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec, pool_to_slots
+from store_schema.corpus import read_corpus
 from store_schema.errors import UserError
 from store_schema.stats import read_stats
 
@@ -181,9 +182,16 @@ def probe_one(kind: str, features: np.ndarray, targets: np.ndarray, mask: np.nda
 
 
 def run_probes(
-    runs: list[Path], corpus: Path, experts: list[str], out: Path, limit: int | None = None, device: str = "cpu"
+    runs: list[Path],
+    corpus: Path | str,
+    experts: list[str],
+    out: Path,
+    limit: int | None = None,
+    device: str = "cpu",
 ) -> ProbeResult:
-    """Probe every run on the corpus's clips; write probes.json, probes.md and probe_layers.png to `out`."""
+    """Probe every run on the corpus's clips (a folder or a URL); write probes.json, probes.md and
+    probe_layers.png to `out`."""
+    corpus = read_corpus(corpus).root
     specs = {}
     for expert in experts:
         try:

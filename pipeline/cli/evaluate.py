@@ -70,6 +70,13 @@ def eval_benchmark(
     labels: Annotated[str | None, typer.Option(help="classification: the label list, comma-separated.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 …")] = "cpu",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    scoring: Annotated[
+        str,
+        typer.Option(
+            help="generate (the answer is generated text), likelihood (the most likely of the allowed answers: "
+            "choices, labels, a synth question type's answers), or both, side by side in metrics.json."
+        ),
+    ] = "generate",
 ) -> None:
     """Batched answers and scores: predictions.jsonl, metrics.json, metrics.md in --out."""
     if ctx.invoked_subcommand is not None:
@@ -81,7 +88,17 @@ def eval_benchmark(
     out_dir = out_dir or run / "eval" / benchmark
     label_list = [x.strip() for x in labels.split(",")] if labels else None
     metrics, items = run_eval(
-        run, benchmark, manifest, out_dir, audio_root, label_list, batch_size, max_new_tokens, device, not no_progress
+        run,
+        benchmark,
+        manifest,
+        out_dir,
+        audio_root,
+        label_list,
+        batch_size,
+        max_new_tokens,
+        device,
+        not no_progress,
+        scoring,
     )
     _print_metrics(metrics, items, out_dir)
 

@@ -15,11 +15,14 @@ import numpy as np
 
 from stages.audio import AudioError, decode_audio, read_audio_file, resample
 from stages.evaluate.answer import answer, load_run
-from stages.evaluate.benchmarks import EvalItem, load_benchmark
+from stages.evaluate.benchmarks import KINDS, EvalItem, load_benchmark
+from stages.evaluate.likelihood import pick_choice
 from stages.evaluate.metrics import judge, markdown, score
 from stages.progress import audio_progress
 from stages.train.backbones.base import SAMPLE_RATE
 from store_schema.errors import UserError
+
+SCORINGS = ("generate", "likelihood", "both")
 
 
 def item_wave(item: EvalItem) -> np.ndarray:
@@ -31,10 +34,26 @@ def item_wave(item: EvalItem) -> np.ndarray:
     return resample(wave, rate, SAMPLE_RATE)
 
 
+def allowed_answers(benchmark: str, item: EvalItem) -> list[str]:
+    """What likelihood scoring chooses among: the item's choices (labels), or a synth question type's
+    answer set."""
+    if benchmark == "synth":
+        from stages.corpus.synth import ANSWERS
+
+        return list(ANSWERS[item.groups["task"]])
+    return list(item.choices)
+
+
 def write_outputs(
-    out: Path, benchmark: str, items: list[EvalItem], predictions: dict[str, str | None], title: str = ""
+    out: Path,
+    benchmark: str,
+    items: list[EvalItem],
+    predictions: dict[str, str | None],
+    title: str = "",
+    likely: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """predictions.jsonl, metrics.json, metrics.md (and confusion.png) for these predictions."""
+    """predictions.jsonl, metrics.json, metrics.md (and confusion.png) for these predictions; with
+    `likely` (item -> the most likely allowed answer), its scores beside them under "likelihood"."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w") as f:
         for item in items:
@@ -44,10 +63,18 @@ def write_outputs(
             if item.problem:
                 row["problem"] = item.problem
             row |= judge(benchmark, item, predictions.get(item.id))
+            if likely is not None:
+                choice = likely.get(item.id)
+                row |= {"likelihood_choice": choice, "likelihood_correct": judge(benchmark, item, choice)["correct"]}
             f.write(json.dumps(row) + "\n")
     metrics = score(benchmark, items, predictions)
+    if likely is not None:
+        metrics["likelihood"] = score(benchmark, items, dict(likely))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "metrics.md").write_text(markdown(metrics, title))
+    text = markdown(metrics, title)
+    if likely is not None:
+        text += "\n" + markdown(metrics["likelihood"], f"{title} (likelihood scoring)")
+    (out / "metrics.md").write_text(text)
     if "confusion" in metrics:
         from stages.evaluate.plots import confusion_png
 
@@ -66,11 +93,19 @@ def run_eval(
     max_new_tokens: int = 32,
     device: str = "cpu",
     progress: bool = True,
+    scoring: str = "generate",
 ) -> tuple[dict[str, Any], list[EvalItem]]:
-    """Answer every askable item of the benchmark in batches; score all of them."""
+    """Answer every askable item of the benchmark in batches; score all of them. `scoring`: "generate"
+    (the answer is generated text), "likelihood" (the most likely of the item's allowed answers), or
+    "both", side by side in metrics.json."""
+    if scoring not in SCORINGS:
+        raise UserError(f"--scoring {scoring!r}: one of {', '.join(SCORINGS)}")
+    if scoring != "generate" and KINDS.get(benchmark) not in ("choice", "label", "exact"):
+        raise UserError(f"--scoring {scoring}: {benchmark} has no answers to choose from; use --scoring generate")
     items = load_benchmark(benchmark, manifest, audio_root, labels)
     model = load_run(run, device)
     predictions: dict[str, str | None] = {}
+    likely: dict[str, str] = {}
     askable = [i for i in items if i.problem is None]
     with audio_progress(disable=not progress) as bar:
         task = bar.add_task(f"eval {benchmark}", total=len(askable), audio_s=0.0)
@@ -83,13 +118,21 @@ def run_eval(
                     batch.append(item)
                 except AudioError as err:
                     item.problem = f"unreadable audio: {err}"
-            if batch:
+            if batch and scoring != "likelihood":
                 for item, said in zip(batch, answer(model, waves, [i.question for i in batch], max_new_tokens)):
                     predictions[item.id] = said.text
+            if batch and scoring != "generate":
+                for item, wave in zip(batch, waves):
+                    likely[item.id] = pick_choice(model, wave, item.question, allowed_answers(benchmark, item))[0]
+            if batch:
                 seconds += sum(len(w) for w in waves) / SAMPLE_RATE
             bar.update(task, advance=len(askable[start : start + batch_size]), audio_s=seconds)
-    meta = {"run": str(run), "benchmark": benchmark, "manifest": str(manifest)}
-    metrics = write_outputs(out, benchmark, items, predictions, title=f"{benchmark}: {run}")
+    meta = {"run": str(run), "benchmark": benchmark, "manifest": str(manifest), "scoring": scoring}
+    if scoring == "likelihood":  # the chosen answer is the prediction the benchmark's own rule scores
+        predictions = dict(likely)
+    metrics = write_outputs(
+        out, benchmark, items, predictions, title=f"{benchmark}: {run}", likely=likely if scoring == "both" else None
+    )
     (out / "eval.json").write_text(json.dumps(meta, indent=1))
     return metrics, items
 

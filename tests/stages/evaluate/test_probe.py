@@ -82,3 +82,25 @@ def test_probe_refuses_an_expert_missing_from_the_store(trained, tmp_path):
         expect=2,
     )
     assert "no `mel` in the store" in result.output
+
+
+@pytest.mark.slow
+def test_likelihood_agrees_with_a_greedy_answer_that_is_one_of_the_choices(trained):
+    """On a trained run, wherever the greedy answer is one of its question type's answers, likelihood
+    scoring over those answers picks the same one."""
+    from stages.corpus.synth import ANSWERS
+    from stages.evaluate.answer import answer
+    from stages.evaluate.benchmarks import load_synth
+    from stages.evaluate.likelihood import pick_choice
+    from stages.evaluate.run_eval import item_wave
+
+    model = load_run(trained / "coat")
+    agreed = 0
+    for item in load_synth(trained / "heldout")[:24]:
+        choices = list(ANSWERS[item.groups["task"]])
+        wave = item_wave(item)
+        said = answer(model, [wave], [item.question], max_new_tokens=8)[0].text
+        if said in choices:
+            assert pick_choice(model, wave, item.question, choices)[0] == said, (item.id, said)
+            agreed += 1
+    assert agreed >= 8, agreed  # the check ran on enough items to mean something

@@ -154,7 +154,7 @@ def test_the_quickstart_path_from_a_bucket_trains_the_same_weights_as_from_disk(
             "--out",
             str(run),
             "--steps",
-            "6",
+            "3",
             "--batch-size",
             "2",
             "--think-tokens",
@@ -224,7 +224,7 @@ def test_an_extract_killed_mid_bucket_leaves_no_half_group_and_resumes(bucket, t
 @pytest.mark.slow
 def test_two_extractors_on_one_bucket_write_each_shard_once(bucket):
     url = f"{bucket}/train"
-    cli("synth", "--out", url, "--clips", 24, "--shard-size", 4, "--seed", 7)
+    cli("synth", "--out", url, "--clips", 16, "--shard-size", 4, "--seed", 7)
     first, second = _extract(url), _extract(url)
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs

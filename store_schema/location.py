@@ -60,6 +60,13 @@ def is_remote(path: Path) -> bool:
     return getattr(path, "protocol", "") not in LOCAL_PROTOCOLS
 
 
+def worker_start_method(path: Path) -> str | None:
+    """How DataLoader workers reading `path` are started: forked (PyTorch's default) for a local corpus;
+    from a fork server for an object store. fsspec runs its clients on an event-loop thread, and a
+    process forked while that thread (or any other) holds a lock inherits the lock held forever."""
+    return "forkserver" if is_remote(path) else None
+
+
 def zarr_store(path: Path, read_only: bool) -> Any:
     """What `zarr.open_group` takes for the folder at `path`: the path itself, or an fsspec store."""
     if not is_remote(path):

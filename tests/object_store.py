@@ -1,11 +1,22 @@
-"""A real S3 API on this machine for the tests: moto's standalone server on 127.0.0.1, reached through
-s3fs exactly as a user's bucket is (credentials and endpoint from the environment)."""
+"""A real S3 API on this machine for the tests: moto's standalone server (`moto_server`, its own process)
+on 127.0.0.1, reached through s3fs exactly as a user's bucket is (credentials and endpoint from the
+environment).
+
+Its own process, not moto's in-process threaded server: the tests run extractions in-process whose
+DataLoader workers are forked, and a fork taken while a server thread holds a lock leaves the child
+waiting on it forever."""
 
 from __future__ import annotations
 
-import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from tests.helpers import subprocess_env
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "coat-test-key",
@@ -14,25 +25,40 @@ CREDENTIALS = {
 }
 
 
+def _free_port() -> int:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]
+
+
 @contextmanager
 def s3_server(**server_env: str) -> Iterator[str]:
-    """A moto S3 server on a free port of 127.0.0.1; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    saved = {k: os.environ.get(k) for k in server_env}
-    os.environ.update(server_env)  # read by moto when the server starts (e.g. its auth switch)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    """`moto_server` on a free port of 127.0.0.1, with `server_env` in its environment (e.g. its auth
+    switch); yields its endpoint URL once it accepts connections, and stops it on the way out."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        env=subprocess_env(**server_env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start on 127.0.0.1:{port} (exit {server.poll()})")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def s3_env(endpoint: str) -> dict[str, str]:

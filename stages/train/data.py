@@ -36,7 +36,7 @@ from store_schema.check import check_store
 from store_schema.corpus import CorpusInfo, TarIndex, read_corpus
 from store_schema.errors import UserError
 from store_schema.layout import Status
-from store_schema.location import is_remote
+from store_schema.location import corpus_path, is_remote, worker_start_method
 from store_schema.reader import ShardStore
 from store_schema.stats import read_stats
 
@@ -237,6 +237,7 @@ def batch_loader(dataset: PlannedBatches, start: int, num_workers: int) -> DataL
         worker_init_fn=ignore_stop_signals,
         prefetch_factor=2 if num_workers else None,
         persistent_workers=False,
+        multiprocessing_context=worker_start_method(corpus_path(dataset.corpus_root)) if num_workers else None,
     )
 
 

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from store_schema.corpus import read_corpus
 from store_schema.location import corpus_path
 from store_schema.reader import ShardStore
 from tests.helpers import cli, subprocess_env
-from tests.object_store import s3_env
+from tests.object_store import s3_env, s3_server
 
 SYNTH = ["--clips", 12, "--shard-size", 4, "--seed", 3]
 
@@ -92,28 +91,9 @@ def _coat_pipe(env: dict, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_wrong_credentials_and_an_unreachable_endpoint_are_one_line_each(tmp_path):
     # A server that checks signatures (moto's IAM auth on from its first request): these keys are unknown.
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        env=subprocess_env(INITIAL_NO_AUTH_ACTION_COUNT="0"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        denied = _coat_pipe(s3_env(f"http://127.0.0.1:{port}"), "store", "info", "s3://bkt/corpus")
-    finally:
-        server.terminate()
-        server.wait()
-    unreachable = _coat_pipe(s3_env(f"http://127.0.0.1:{port}"), "synth", "--out", "s3://bkt/corpus")
+    with s3_server(INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
+        denied = _coat_pipe(s3_env(endpoint), "store", "info", "s3://bkt/corpus")
+    unreachable = _coat_pipe(s3_env(endpoint), "synth", "--out", "s3://bkt/corpus")
     for done in (denied, unreachable):
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1 and "s3://bkt/corpus" in lines[0], done.stderr

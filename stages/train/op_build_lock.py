@@ -1,0 +1,41 @@
+"""A refusal instead of a hang: the lock that a killed build of DeepSpeed's CPU communication op leaves.
+
+On the CPU accelerator DeepSpeed compiles its shared-memory all-reduce op (`deepspeed_shm_comm`) and its
+Adam (`fused_adam`) with torch's extension builder the first time a machine runs them. The builder
+guards a build with a lock file, and every later process waits for that file to go away, with no time
+limit; a build that was killed leaves the file behind, and every run after it then waits forever.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from store_schema.errors import UserError
+
+CPU_OPS = ("deepspeed_shm_comm", "fused_adam")  # what a CPU training run builds
+STALE_AFTER_S = 15 * 60  # a build takes one to two minutes on 2 cores; a lock this old has no builder
+
+
+def extension_build_dir(name: str) -> Path:
+    """Where torch's extension builder compiles `name` (its TORCH_EXTENSIONS_DIR rule)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(name, verbose=False))
+
+
+def refuse_stale_build_locks(names: tuple[str, ...] = CPU_OPS, stale_after_s: float = STALE_AFTER_S) -> None:
+    """Raise UserError naming the lock file if a build of one of `names` was left locked `stale_after_s` ago."""
+    for name in names:
+        lock = extension_build_dir(name) / "lock"
+        try:
+            age = time.time() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            continue
+        if age <= stale_after_s:
+            continue  # another process is building it now
+        raise UserError(
+            f"{lock}: left by a build of DeepSpeed's {name} op that was killed {age / 60:.0f} min ago; "
+            "every run would wait on it forever. Delete it and run again (the op is rebuilt once)."
+        )

@@ -1,10 +1,11 @@
-"""`coat-pipe quickstart`: the whole method on one machine — data, experts, CoAT against its baseline, report.
+"""`coat-pipe quickstart`: the whole method on one machine — data, experts, CoAT against its baseline and
+its block control, report.
 
     DIR/quickstart.yaml         the settings (a re-run with other settings is refused)
     DIR/data/{train,heldout}    synth corpora with the mel and pitch targets in their stores
     DIR/model                   the tiny Qwen2-Audio twin every run starts from
-    DIR/runs/{coat,base}-seedN  `coat-pipe train` runs (2 DeepSpeed CPU ranks), each with eval/
-    DIR/probes/seedN            probes of both runs of a seed on the held-out clips
+    DIR/runs/{coat,base,control}-seedN  `coat-pipe train` runs (2 DeepSpeed CPU ranks), each with eval/
+    DIR/probes/seedN            probes of the three runs of a seed on the held-out clips
     DIR/logs/                   the training launches' output
     DIR/report.md, DIR/report/  generated from the files above, every time the command runs
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.quickstart_setup import VARIANTS, QuickstartConfig, QuickstartLayout
+from pipeline.quickstart_setup import ARMS, VARIANTS, QuickstartConfig, QuickstartLayout
 from stages.config_files import config_dict
 from stages.progress import console
 from stages.train.config import flatten_settings
@@ -57,9 +58,12 @@ class Quickstart(QuickstartLayout):
             ("synth the train and held-out corpora", self.synth),
             (f"extract {','.join(self.cfg.training.experts)} into both stores", self.extract),
             ("build the tiny Qwen2-Audio twin", self.build_model),
-            (f"train CoAT and --no-think, {self.cfg.seeds} seed(s), {self.cfg.ranks} DeepSpeed ranks", self.train),
-            ("evaluate every run on the held-out split", self.evaluate),
-            ("probe the hidden states of each seed's two runs", self.probe),
+            (
+                f"train CoAT, --no-think, --block-control: {self.cfg.seeds} seed(s), {self.cfg.ranks} ranks",
+                self.train,
+            ),
+            ("evaluate every run on the held-out split (generated and likelihood-ranked answers)", self.evaluate),
+            ("probe the hidden states of each seed's three runs", self.probe),
             ("read out the thinking block on one held-out clip", self.readout),
         ]
 
@@ -115,7 +119,7 @@ class Quickstart(QuickstartLayout):
                 continue
             variant, seed = name.split("-seed")
             flags = ["--config", str(settings), "--corpus", str(self.train_corpus), "--out", str(run), "--seed", seed]
-            flags += ["--no-think"] if variant == "base" else []
+            flags += ARMS[variant]
             launch_training(name, flags, run, self.logs / f"{name}.log", self.cfg)
 
     # --- evaluation --------------------------------------------------------------------------------
@@ -127,8 +131,13 @@ class Quickstart(QuickstartLayout):
             if (run / "eval" / "metrics.json").is_file():
                 console.print(f"  {run}/eval: already scored")
                 continue
-            metrics, _ = run_eval(run, "synth", self.heldout, run / "eval", batch_size=16, max_new_tokens=8)
-            console.print(f"  {name}: held-out accuracy {100 * metrics['accuracy']:.1f} %")
+            metrics, _ = run_eval(
+                run, "synth", self.heldout, run / "eval", batch_size=16, max_new_tokens=8, scoring="both"
+            )
+            console.print(
+                f"  {name}: held-out accuracy {100 * metrics['accuracy']:.1f} % generated, "
+                f"{100 * metrics['likelihood']['accuracy']:.1f} % by likelihood"
+            )
 
     def probe(self) -> None:
         from stages.evaluate.probe import run_probes
@@ -142,7 +151,7 @@ class Quickstart(QuickstartLayout):
             run_probes(runs, self.heldout, self.cfg.training.experts, out, limit=self.cfg.probe_clips)
 
     def readout(self) -> None:
-        """`generate --readout` on the first held-out clip of READOUT_TASK, with both seed-0 runs' answers."""
+        """`generate --readout` on the first held-out clip of READOUT_TASK, with every seed-0 run's answer."""
         from stages.evaluate.answer import answer, load_run
         from stages.evaluate.benchmarks import load_synth
         from stages.evaluate.readout import readout_clip

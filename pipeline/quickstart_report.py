@@ -1,7 +1,10 @@
 """The quickstart's report: tables and pictures computed from the runs' own files, never edited by hand.
 
-Accuracy is per question type on the held-out split, as mean ± sd over seeds (sd with n - 1; a single
-seed shows the mean alone). Δ is CoAT minus the baseline of the same seed, then averaged.
+Accuracy is per question type on the held-out split, under both scorings (the generated answer; the
+most likely of the question type's answers), as mean ± sd over seeds (sd with n - 1; a single seed shows
+the mean alone). Δ is CoAT minus another arm, paired item by item and seed by seed: its 95 % bootstrap
+interval resamples items and seeds, and McNemar's exact p pools the seeds' discordant items
+(stages/evaluate/paired.py).
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.quickstart_setup import VARIANTS, QuickstartLayout
+from pipeline.quickstart_setup import LABELS, VARIANTS, QuickstartLayout
+from stages.evaluate.paired import PairedDelta, compare_arms, read_verdicts
 from stages.progress import print_table
 
+SCORINGS = ("likelihood", "generate")  # the pre-registered primary scoring first (docs/EXPERIMENTS.md)
+AGAINST = ("base", "control")  # CoAT − each of these
 ALL = "all questions"
 
 
@@ -34,17 +40,18 @@ class Results:
     """What the tables and the accuracy chart show, read once from the runs' files."""
 
     seeds: int
-    accuracy: dict[str, list[dict[str, float]]]  # variant -> per seed: question type (and ALL) -> accuracy
+    accuracy: dict[str, dict[str, list[dict[str, float]]]]  # scoring -> arm -> per seed: question type -> accuracy
     chance: dict[str, float]  # question type (and ALL) -> the majority answer's share
-    fit: dict[str, list[tuple[float, float]]]  # variant -> per seed: (answers that fit, accuracy among those)
-    probes: dict[str, dict[str, list[float]]]  # variant -> expert/target@position -> per seed, best layer
+    fit: dict[str, list[tuple[float, float]]]  # arm -> per seed: (answers that fit, accuracy among those)
+    probes: dict[str, dict[str, list[float]]]  # arm -> expert/target@position -> per seed, best layer
+    paired: dict[tuple[str, str], dict[str, PairedDelta]]  # (scoring, other arm) -> question type -> CoAT − other
 
     @property
     def tasks(self) -> list[str]:
-        return [*sorted(t for t in self.accuracy["coat"][0] if t != ALL), ALL]
+        return [*sorted(t for t in self.accuracy["generate"]["coat"][0] if t != ALL), ALL]
 
 
-def read_results(q: QuickstartLayout) -> Results:
+def read_results(q: QuickstartLayout, resamples: int = 10_000) -> Results:
     """Each run's eval/metrics.json and predictions.jsonl, each seed's probes.json, the held-out answers."""
     from stages.evaluate.benchmarks import load_synth
 
@@ -56,21 +63,30 @@ def read_results(q: QuickstartLayout) -> Results:
     chance = {task: max(c.values()) / sum(c.values()) for task, c in answers.items()}
     chance[ALL] = sum(max(c.values()) for c in answers.values()) / len(items)
 
-    accuracy: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    accuracy: dict[str, dict[str, list[dict[str, float]]]] = {s: {v: [] for v in VARIANTS} for s in SCORINGS}
     fit: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
     probes: dict[str, dict[str, list[float]]] = {v: defaultdict(list) for v in VARIANTS}
     for seed in range(q.cfg.seeds):
         for variant in VARIANTS:
             eval_dir = q.runs / f"{variant}-seed{seed}" / "eval"
             metrics = json.loads((eval_dir / "metrics.json").read_text())
-            row = {task: float(m["accuracy"]) for task, m in metrics["breakdowns"]["task"].items()}
-            accuracy[variant].append(row | {ALL: float(metrics["accuracy"])})
+            for scoring, m in (("generate", metrics), ("likelihood", metrics["likelihood"])):
+                row = {task: float(t["accuracy"]) for task, t in m["breakdowns"]["task"].items()}
+                accuracy[scoring][variant].append(row | {ALL: float(m["accuracy"])})
             predictions = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text().splitlines()]
             fit[variant].append(answer_fit(predictions, task_of))
         for run, table in json.loads((q.out / "probes" / f"seed{seed}" / "probes.json").read_text()).items():
             for key, values in table.items():
                 probes[Path(run).name.split("-seed")[0]][key].append(float(np.nanmax(np.array(values, dtype=float))))
-    return Results(q.cfg.seeds, accuracy, chance, fit, probes)
+    paired = {}
+    for scoring in SCORINGS:
+        arms = {
+            v: [read_verdicts(q.runs / f"{v}-seed{s}" / "eval", scoring) for s in range(q.cfg.seeds)] for v in VARIANTS
+        }
+        for other in AGAINST:
+            rows = compare_arms(arms[other], arms["coat"], resamples)
+            paired[scoring, other] = {ALL if r.row == "overall" else r.row.removeprefix("task: "): r for r in rows}
+    return Results(q.cfg.seeds, accuracy, chance, fit, probes, paired)
 
 
 def answer_fit(predictions: list[dict[str, Any]], task_of: dict[str, str]) -> tuple[float, float]:
@@ -86,29 +102,53 @@ def answer_fit(predictions: list[dict[str, Any]], task_of: dict[str, str]) -> tu
     return len(in_set) / len(predictions), accuracy
 
 
-def accuracy_rows(r: Results) -> list[tuple[str, str, str, str, str]]:
-    """(question type, chance, CoAT, baseline, Δ) in percent."""
+def accuracy_rows(r: Results, scoring: str) -> list[tuple[str, ...]]:
+    """(question type, chance, each arm) in percent, mean ± sd over seeds."""
+    return [
+        (
+            task,
+            f"{100 * r.chance[task]:.1f}",
+            *(mean_sd([a[task] for a in r.accuracy[scoring][v]], 100) for v in VARIANTS),
+        )
+        for task in r.tasks
+    ]
+
+
+def delta_cell(d: PairedDelta) -> str:
+    """ "+2.5 [-3.1, +8.0]": Δ and its 95 % paired interval, in points."""
+    return f"{100 * d.delta:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+
+
+def paired_rows(r: Results, scoring: str) -> list[tuple[str, ...]]:
+    """(question type, then per other arm: CoAT − it with its interval, McNemar's p)."""
     rows = []
     for task in r.tasks:
-        coat, base = [a[task] for a in r.accuracy["coat"]], [a[task] for a in r.accuracy["base"]]
-        delta = [c - b for c, b in zip(coat, base, strict=True)]
-        sign = "+" if statistics.mean(delta) >= 0 else ""
-        rows.append(
-            (task, f"{100 * r.chance[task]:.1f}", mean_sd(coat, 100), mean_sd(base, 100), sign + mean_sd(delta, 100))
-        )
+        cells: list[str] = [task]
+        for other in AGAINST:
+            d = r.paired[scoring, other][task]
+            cells += [delta_cell(d), f"{d.p_mcnemar:.3g}"]
+        rows.append(tuple(cells))
     return rows
 
 
-def answer_fit_rows(r: Results) -> list[tuple[str, str, str]]:
-    """(measure, CoAT, baseline) in percent."""
+def detectable(r: Results, scoring: str) -> tuple[float, float]:
+    """The smallest |Δ| (points) this design finds with 80 % power at 5 %: over all questions, and the
+    median over question types (CoAT − baseline)."""
+    rows = r.paired[scoring, "base"]
+    per_task = [rows[t].minimum_detectable for t in r.tasks if t != ALL]
+    return 100 * rows[ALL].minimum_detectable, 100 * float(np.median(per_task))
+
+
+def answer_fit_rows(r: Results) -> list[tuple[str, ...]]:
+    """(measure, each arm) in percent, of the generated answers."""
     return [
         (label, *(mean_sd([f[i] for f in r.fit[variant]], 100) for variant in VARIANTS))
         for i, label in enumerate(("answers that fit the question", "accuracy among those"))
     ]
 
 
-def probe_rows(r: Results) -> list[tuple[str, str, str]]:
-    """(expert/target@position, CoAT, baseline): each run's best layer, mean ± sd over seeds."""
+def probe_rows(r: Results) -> list[tuple[str, ...]]:
+    """(expert/target@position, each arm): each run's best layer, mean ± sd over seeds."""
     return [(key, *(mean_sd(r.probes[v][key], digits=3) for v in VARIANTS)) for key in r.probes["coat"]]
 
 
@@ -139,17 +179,17 @@ def loss_png(q: QuickstartLayout, path: Path) -> Path:
     width = max(1, q.cfg.training.steps // 20)
     for seed in range(q.cfg.seeds):
         color = f"C{seed}"
-        for variant, style in (("coat", "-"), ("base", "--")):
+        for variant, style in zip(VARIANTS, ("-", "--", ":"), strict=True):
             rows = curves[f"{variant}-seed{seed}"]
             steps = [r["step"] for r in rows]
-            label = f"{'CoAT' if variant == 'coat' else 'baseline'} seed {seed}"
+            label = f"{LABELS[variant]} seed {seed}"
             axes[0, 0].plot(steps, smooth([r["lm"] for r in rows], width), style, color=color, label=label)
-            if variant == "coat":
+            if variant != "base":  # the control's heads are measured, never trained (λ = 0)
                 for ax, expert in zip(axes[0, 1:], experts, strict=True):
                     ax.plot(steps, smooth([r[expert] for r in rows], width), style, color=color, label=label)
     axes[0, 0].set_title("answer (LM) loss")
     for ax, expert in zip(axes[0, 1:], experts, strict=True):
-        ax.set_title(f"{expert} loss of the heads (CoAT)")
+        ax.set_title(f"{expert} loss of the heads (control: untrained)")
     for ax in axes[0]:
         ax.set_xlabel("optimizer step")
         ax.legend(fontsize=7)
@@ -166,19 +206,22 @@ def accuracy_png(r: Results, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    coat, base, chance, tasks = r.accuracy["coat"], r.accuracy["base"], r.chance, r.tasks
+    chance, tasks = r.chance, r.tasks
     x = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(8.5, 3.6))
-    for offset, (label, runs) in zip((-0.2, 0.2), (("CoAT", coat), ("baseline (--no-think)", base)), strict=True):
-        values = np.array([[r[t] for t in tasks] for r in runs]) * 100
-        spread = values.std(0, ddof=1) if len(runs) > 1 else None
-        ax.bar(x + offset, values.mean(0), 0.4, yerr=spread, capsize=3, label=label)
-    ax.scatter(x, [100 * chance[t] for t in tasks], marker="_", s=400, color="black", zorder=3, label="chance")
-    ax.set_xticks(x, tasks, rotation=20, ha="right")
-    ax.set_ylabel("held-out accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"mean ± sd over {r.seeds} seed(s)" if r.seeds > 1 else "one seed")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(SCORINGS), figsize=(14, 3.8), sharey=True)
+    names = {"coat": "CoAT", "base": "baseline (--no-think)", "control": "control (--block-control)"}
+    for ax, scoring in zip(axes, SCORINGS, strict=True):
+        for offset, variant in zip((-0.27, 0.0, 0.27), VARIANTS, strict=True):
+            values = np.array([[a[t] for t in tasks] for a in r.accuracy[scoring][variant]]) * 100
+            spread = values.std(0, ddof=1) if r.seeds > 1 else None
+            ax.bar(x + offset, values.mean(0), 0.27, yerr=spread, capsize=2, label=names[variant])
+        ax.scatter(x, [100 * chance[t] for t in tasks], marker="_", s=300, color="black", zorder=3, label="chance")
+        ax.set_xticks(x, tasks, rotation=20, ha="right")
+        ax.set_ylim(0, 100)
+        spread_text = f"mean ± sd over {r.seeds} seeds" if r.seeds > 1 else "one seed"
+        ax.set_title(f"{scoring} scoring, {spread_text}", fontsize=10)
+    axes[0].set_ylabel("held-out accuracy (%)")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -208,9 +251,10 @@ def _markdown_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
 
 
-ACCURACY_HEADER = ["question type", "chance %", "CoAT %", "baseline %", "Δ (points)"]
-FIT_HEADER = ["held-out answers (%)", "CoAT", "baseline"]
-PROBE_HEADER = ["expert / target @ position", "CoAT", "baseline"]
+ACCURACY_HEADER = ["question type", "chance %", *(f"{LABELS[v]} %" for v in VARIANTS)]
+PAIRED_HEADER = ["question type", "CoAT − baseline", "p", "CoAT − control", "p"]
+FIT_HEADER = ["generated answers (%)", *(LABELS[v] for v in VARIANTS)]
+PROBE_HEADER = ["expert / target @ position", *(LABELS[v] for v in VARIANTS)]
 
 
 def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wall_s: float) -> Path:
@@ -236,27 +280,45 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
         f"Wall time {sum(timings.values()):.0f} s over the invocations that built this folder "
         f"(the last one: {wall_s:.0f} s).",
         "## Held-out accuracy by question type",
-        f"{cfg.heldout_clips} held-out clips (synth seed 1), never seen in training. "
-        f"Mean ± sd over {seeds} seed(s); Δ is CoAT minus the baseline of the same seed. "
-        "Chance is always giving the question type's most common answer.",
-        _markdown_table(ACCURACY_HEADER, accuracy_rows(r)),
+        f"{cfg.heldout_clips} held-out clips (synth seed 1), never seen in training. Mean ± sd over {seeds} "
+        "seed(s). Chance is always giving the question type's most common answer. *Likelihood*: the most likely "
+        "of the question type's possible answers after the prompt (thinking block included), the pre-registered "
+        "primary scoring (docs/EXPERIMENTS.md); *generate*: the greedy answer, exact match.",
+        *(
+            part
+            for scoring in SCORINGS
+            for part in (
+                f"### {scoring} scoring",
+                _markdown_table(ACCURACY_HEADER, accuracy_rows(r, scoring)),
+                "CoAT minus each arm, in points, paired by item and seed: Δ [95 % bootstrap interval over items "
+                "and seeds], McNemar's exact p on the discordant items of all seeds pooled.",
+                _markdown_table(PAIRED_HEADER, paired_rows(r, scoring)),
+                "At this design's standard error a two-sided 5 % test has 80 % power for |Δ| ≥ "
+                "{:.1f} points over all questions and about {:.1f} points within one question type.".format(
+                    *detectable(r, scoring)
+                ),
+            )
+        ),
         "![held-out accuracy](report/accuracy.png)",
-        "Per run: "
+        "Per run (generate / likelihood): "
         + ", ".join(
-            f"`{variant}-seed{seed}` {100 * r.accuracy[variant][seed][ALL]:.1f} %"
+            f"`{variant}-seed{seed}` {100 * r.accuracy['generate'][variant][seed][ALL]:.1f} / "
+            f"{100 * r.accuracy['likelihood'][variant][seed][ALL]:.1f} %"
             for seed in range(seeds)
             for variant in VARIANTS
         )
         + " (each run's `eval/metrics.json`).",
-        "Does the answer fit the question (one of its type's possible answers), and how often is a fitting "
-        "answer right? The first is learning the task's language, the second hearing the clip.",
+        "Does the generated answer fit the question (one of its type's possible answers), and how often is a "
+        "fitting answer right? The first is learning the task's language, the second hearing the clip.",
         _markdown_table(FIT_HEADER, answer_fit_rows(r)),
         "## Training",
-        f"Both variants: the tiny Qwen2-Audio twin (`{q.model_dir}`, {cfg.window_s} s audio window), LoRA rank "
+        f"Every arm: the tiny Qwen2-Audio twin (`{q.model_dir}`, {cfg.window_s} s audio window), LoRA rank "
         f"{train.model.lora_rank} on every linear layer of the language model, {train.steps} steps of {cfg.ranks} "
-        f"DeepSpeed ZeRO-2 CPU ranks × {train.batch_size} clips, lr {train.lr}, the same data order per seed. CoAT "
-        f"adds K = {train.model.think_tokens} thinking positions and heads for {', '.join(train.experts)} "
-        f"(λ = {train.model.distill_weight}, schedule {train.schedule}); the baseline is `--no-think`.",
+        f"DeepSpeed ZeRO-2 CPU ranks × {train.batch_size} clips, lr {train.lr}, the same data order and LoRA "
+        f"initialisation per seed. CoAT adds K = {train.model.think_tokens} thinking positions and heads for "
+        f"{', '.join(train.experts)} (λ = {train.model.distill_weight}, schedule {train.schedule}); the baseline "
+        "is `--no-think` (no block, no heads); the control is `--block-control`: CoAT's block and heads with "
+        "λ = 0, so it differs from CoAT by the supervision alone.",
         "![training losses](report/losses.png)",
         "## What the hidden states hold (probes)",
         "Linear probes, 5-fold cross-validated by clip on the held-out clips, at every layer; the table gives "
@@ -268,8 +330,9 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
         "![probe score by layer, seed 0](probes/seed0/probe_layers.png)",
         "## Reading out the thinking block",
         f"`coat-pipe generate --run {q.runs / 'coat-seed0'} --readout` on held-out clip `{readout['clip']}`: "
-        f"“{readout['question']}” (answer: **{readout['reference']}**). CoAT said `{readout['answers']['coat']!r}`, "
-        f"the baseline `{readout['answers']['base']!r}`.",
+        f"“{readout['question']}” (answer: **{readout['reference']}**). "
+        + ", ".join(f"{LABELS[v]} said `{readout['answers'][v]!r}`" for v in VARIANTS)
+        + ".",
         "\n".join(f"- {line}" for line in readout["lines"]),
         "![readout](report/readout.png)",
         "## Wall time by phase (seconds, summed over invocations)",
@@ -284,6 +347,14 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
 
 def print_summary(r: Results) -> None:
     """The side-by-side tables on stdout."""
-    print_table(f"held-out accuracy, mean ± sd over {r.seeds} seed(s)", ACCURACY_HEADER, accuracy_rows(r))
-    print_table("do the answers fit the question?", FIT_HEADER, answer_fit_rows(r))
+    for scoring in SCORINGS:
+        print_table(
+            f"held-out accuracy, {scoring} scoring, mean ± sd over {r.seeds} seed(s)",
+            ACCURACY_HEADER,
+            accuracy_rows(r, scoring),
+        )
+        print_table(
+            f"CoAT − each arm, {scoring} scoring: Δ [95 % interval], McNemar p", PAIRED_HEADER, paired_rows(r, scoring)
+        )
+    print_table("do the generated answers fit the question?", FIT_HEADER, answer_fit_rows(r))
     print_table("probes: best layer, mean ± sd over seeds", PROBE_HEADER, probe_rows(r))

@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from stages.config_files import merge_settings
 from stages.train.config import TrainConfig
 
-VARIANTS = ("coat", "base")  # base: `--no-think`, the same LoRA, data, steps and seed
+# The arms of every seed, with their `coat-pipe train` flags. base: no block, no heads; control: the same
+# block and heads as CoAT with λ = 0, so any difference from CoAT is the supervision's. All three share
+# the LoRA initialisation, data order and steps of their seed (CoAT and the control also the block rows
+# and heads).
+ARMS = {"coat": [], "base": ["--no-think"], "control": ["--block-control"]}
+VARIANTS = tuple(ARMS)
+LABELS = {"coat": "CoAT", "base": "baseline", "control": "control"}
 
 # TrainConfig settings of every run; corpus, out, seed, --no-think and the model's path come per run.
 # Why these values: docs/EXPERIMENTS.md.

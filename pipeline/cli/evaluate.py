@@ -164,6 +164,10 @@ def eval_compare(
         Path | None, typer.Option(help="Grouped bar chart (default: compare.png in the first folder).")
     ] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % intervals.", min=100)] = 10_000,
+    scoring: Annotated[
+        str,
+        typer.Option(help="Pair the verdicts of generate (the text answers) or likelihood (of `eval --scoring both`)."),
+    ] = "generate",
 ) -> None:
     """Runs side by side, one row per task, with each run's difference from the first, its 95 % paired
     bootstrap interval over items (and seeds) and McNemar's exact p; a bar chart.
@@ -172,7 +176,7 @@ def eval_compare(
     [bold]coat-pipe eval compare --group base=b0,b1,b2 --group coat=c0,c1,c2[/]
     """
     from stages.evaluate.compare import compare_markdown, compare_rows, read_metrics
-    from stages.evaluate.paired import compare_arms, paired_markdown, read_verdicts
+    from stages.evaluate.paired import VERDICTS, compare_arms, paired_markdown, read_verdicts
     from stages.evaluate.plots import grouped_bars_png
 
     if group and outputs:
@@ -207,12 +211,15 @@ def eval_compare(
     if measure != "accuracy":
         return  # WER has no per-item verdict to pair
     base_name, base_runs = arms[0]
-    base = [read_verdicts(r) for r in base_runs]
+    if scoring not in VERDICTS:
+        raise UserError(f"--scoring {scoring!r}: one of {', '.join(VERDICTS)}")
+    base = [read_verdicts(r, scoring) for r in base_runs]
     sections = []
     for name, runs in arms[1:]:
-        results = compare_arms(base, [read_verdicts(r) for r in runs], resamples)
-        title = f"{name} − {base_name}: accuracy (%), Δ with its 95 % paired bootstrap interval"
-        header = ["task", "items", base_name, name, "Δ", "95 % interval", "McNemar p"]
+        results = compare_arms(base, [read_verdicts(r, scoring) for r in runs], resamples)
+        title = f"{name} − {base_name}: accuracy (%, {scoring}), Δ with its 95 % paired bootstrap interval"
+        pooled = " (seeds pooled)" if len(runs) > 1 else ""
+        header = ["task", "items", base_name, name, "Δ", "95 % interval", f"McNemar p{pooled}"]
         print_table(title, header, [paired_row(r) for r in results])
         sections.append(paired_markdown(title, header, [paired_row(r) for r in results]))
     paired = reference / "compare-paired.md"
@@ -221,7 +228,6 @@ def eval_compare(
 
 
 def paired_row(r) -> tuple[str, ...]:  # noqa: ANN001 - a PairedDelta
-    p = "" if r.p_mcnemar is None else f"{r.p_mcnemar:.3g}"
     return (
         r.row,
         str(r.items),
@@ -229,7 +235,7 @@ def paired_row(r) -> tuple[str, ...]:  # noqa: ANN001 - a PairedDelta
         f"{100 * r.accuracy_b:.1f}",
         f"{100 * r.delta:+.1f}",
         f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]",
-        p,
+        f"{r.p_mcnemar:.3g}",
     )
 
 

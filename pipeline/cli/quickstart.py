@@ -15,7 +15,9 @@ from pipeline.errors import user_errors
 @user_errors
 def quickstart(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for data, runs and report.md.")] = Path("quickstart"),
-    seeds: Annotated[int | None, typer.Option(help="Seeds; each trains CoAT and its baseline (default 3).")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Seeds; each trains CoAT, its baseline and its control (default 3).")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps per run (default 400).")] = None,
     train_clips: Annotated[int | None, typer.Option(help="Training clips (default 600).")] = None,
     heldout_clips: Annotated[int | None, typer.Option(help="Held-out clips (default 240).")] = None,
@@ -27,10 +29,13 @@ def quickstart(
     """The whole method on this machine, no GPU, no download: does the thinking block help?
 
     Synthesises train and held-out acoustic QA corpora, extracts mel and pitch
-    targets, trains the tiny Qwen2-Audio twin twice per seed (CoAT, and the
-    --no-think baseline with the same LoRA, data and steps) under DeepSpeed
-    ZeRO-2 on 2 CPU ranks, evaluates both by question type, probes them, reads
-    out one clip and writes DIR/report.md. About 8 minutes on 2 cores.
+    targets, trains the tiny Qwen2-Audio twin three times per seed (CoAT; the
+    --no-think baseline; the --block-control arm, CoAT's block with λ = 0),
+    from the same LoRA init, data and steps, under DeepSpeed ZeRO-2 on 2 CPU
+    ranks, scores each on the held-out split by question type (generated and
+    likelihood-ranked answers), compares CoAT with the other two arms (paired
+    intervals, McNemar's p), probes them, reads out one clip and writes
+    DIR/report.md. About 12 minutes on 2 cores.
     Run it again to resume; Ctrl-C checkpoints the training first.
 
     Example: [bold]coat-pipe quickstart --out quickstart --seeds 3[/]

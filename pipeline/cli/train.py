@@ -23,6 +23,14 @@ def train(
     ] = None,
     think_tokens: Annotated[int | None, typer.Option(help="K, the thinking positions.")] = None,
     no_think: Annotated[bool, typer.Option("--no-think", help="Baseline: no block, no heads, same LoRA.")] = False,
+    block_control: Annotated[
+        bool,
+        typer.Option(
+            "--block-control",
+            help="Control for the supervision: the same block and heads, λ = 0 (distill_weight 0), so the "
+            "block's positions and rows train through the answer loss alone.",
+        ),
+    ] = False,
     config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig settings; flags override it.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     schedule: Annotated[str | None, typer.Option(help="two-stage (align, then joint) or joint.")] = None,
@@ -64,6 +72,7 @@ def train(
         "backbone": backbone,
         "think_tokens": think_tokens,
         "no_think": no_think or None,
+        "distill_weight": 0.0 if block_control else None,
         "think_layer": think_layer,
         "lora_rank": lora_rank,
         "model_path": model_path,

@@ -5,8 +5,12 @@ paired by position: the k-th run of each arm is the same seed) are compared item
 - Δ = mean accuracy of arm B − arm A, over the items (and the seeds);
 - a 95 % paired bootstrap interval: items resampled with replacement (and, with several runs per arm,
   seeds resampled too, the same seeds for both arms), the 2.5th and 97.5th percentiles of Δ;
-- McNemar's exact test (one run per arm): of the items the two runs disagree on, how lopsided the split
-  is, as a two-sided binomial p at 1/2.
+- McNemar's exact test: of the items the two runs disagree on, how lopsided the split is, as a two-sided
+  binomial p at 1/2. With several runs per arm the discordant items of every seed are pooled (each seed's
+  items paired with the same seed's): that takes the seed-item pairs as independent, which the same
+  items under several seeds are not quite, so read it beside the interval, which resamples both.
+The minimum detectable effect of such a design is (z_0.975 + z_0.8) standard errors, the standard error
+read off the bootstrap interval (its half-width / z_0.975).
 """
 
 from __future__ import annotations
@@ -32,8 +36,14 @@ class RunVerdicts:
     groups: dict[str, dict[str, str]]
 
 
-def read_verdicts(folder: Path) -> RunVerdicts:
-    """A `coat-pipe eval` output folder's predictions.jsonl: {id: correct}, {id: {key: value}}."""
+VERDICTS = {"generate": "correct", "likelihood": "likelihood_correct"}  # the scoring -> its predictions.jsonl field
+Z_975, Z_80 = 1.959964, 0.841621  # standard normal quantiles: two-sided 5 % test, 80 % power
+
+
+def read_verdicts(folder: Path, scoring: str = "generate") -> RunVerdicts:
+    """A `coat-pipe eval` output folder's predictions.jsonl: {id: correct}, {id: {key: value}}; with
+    scoring "likelihood", the verdicts of `--scoring both`'s likelihood choices."""
+    field = VERDICTS[scoring]
     path = folder / "predictions.jsonl"
     if not path.is_file():
         raise UserError(f"{folder}: no predictions.jsonl (the output folder of `coat-pipe eval`)")
@@ -44,9 +54,9 @@ def read_verdicts(folder: Path) -> RunVerdicts:
         try:
             row = json.loads(line)
             item = str(row["id"])
-            correct[item] = bool(row["correct"])
+            correct[item] = bool(row[field])
         except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{number}: not a scored prediction row (id and correct)") from None
+            raise UserError(f"{path}:{number}: not a scored prediction row (id and {field})") from None
         groups[item] = {str(k): str(v) for k, v in (row.get("groups") or {}).items()}
     return RunVerdicts(folder, correct, groups)
 
@@ -62,8 +72,13 @@ class PairedDelta:
     delta: float
     low: float  # 95 % paired bootstrap interval of delta
     high: float
-    p_mcnemar: float | None  # one run per arm only
-    discordant: tuple[int, int] | None  # (A right B wrong, A wrong B right), one run per arm only
+    p_mcnemar: float  # exact McNemar; several runs per arm: the discordant items of all seeds pooled
+    discordant: tuple[int, int]  # (A right B wrong, A wrong B right), summed over seeds
+
+    @property
+    def minimum_detectable(self) -> float:
+        """The |Δ| a two-sided 5 % test finds with 80 % power at this design's standard error."""
+        return (Z_975 + Z_80) * (self.high - self.low) / (2 * Z_975)
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
@@ -112,10 +127,8 @@ def compare_arms(arm_a: list[RunVerdicts], arm_b: list[RunVerdicts], resamples: 
         a = np.array([[run.correct[i] for i in members] for run in arm_a], dtype=np.int8)
         b = np.array([[run.correct[i] for i in members] for run in arm_b], dtype=np.int8)
         low, high = paired_bootstrap(a, b, resamples)
-        p, discordant = None, None
-        if len(arm_a) == 1:
-            a_only, b_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-            p, discordant = mcnemar_exact(a_only, b_only), (a_only, b_only)
+        a_only, b_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+        p, discordant = mcnemar_exact(a_only, b_only), (a_only, b_only)
         out.append(
             PairedDelta(
                 name,

@@ -29,7 +29,7 @@ class ModelConfig(BaseModel):
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))  # linear layers of the LM only
-    distill_weight: float = 1.0  # λ in L = L_lm + λ Σ_e w_e L_e
+    distill_weight: float = Field(default=1.0, ge=0)  # λ in L = L_lm + λ Σ_e w_e L_e; 0: the block control
     expert_weights: dict[str, float] = {}  # w_e; default 1 for every expert
     head_width: int | None = None  # default: min(256, the backbone's hidden size)
     head_layers: int = 2
@@ -81,8 +81,9 @@ class TrainConfig(BaseModel):
 
     @property
     def align_steps(self) -> int:
-        """Steps of the `align` stage. A baseline has nothing to align, so every step of it is a joint step."""
-        if self.schedule != "two-stage" or self.model.no_think:
+        """Steps of the `align` stage. A baseline (no block) and the block control (λ = 0) have nothing to
+        align, so every step of theirs is a joint step."""
+        if self.schedule != "two-stage" or self.model.no_think or self.model.distill_weight == 0:
             return 0
         return round(self.steps * self.align_fraction)
 

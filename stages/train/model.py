@@ -80,7 +80,10 @@ class CoatModel(nn.Module):
         think = None if config.no_think else add_thinking_tokens(processor.tokenizer, config.think_tokens)
         old = model.get_input_embeddings().num_embeddings
         if len(processor.tokenizer) > old:  # the real checkpoints have spare rows; the tiny twins do not
-            model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+            # The resize draws the new rows at random (overwritten just below): kept off the global RNG so
+            # that the LoRA drawn next is the same with and without a block, and arms of a seed pair exactly.
+            with torch.random.fork_rng(devices=[]):
+                model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
             with torch.no_grad():  # deterministic new rows, so a bundle reloads to the same numbers
                 for matrix in (model.get_input_embeddings(), model.get_output_embeddings()):
                     matrix.weight[old:] = matrix.weight[:old].mean(dim=0)

@@ -5,7 +5,8 @@ One process (CPU or one GPU):
 Several ranks (the launcher appends --local_rank=N, which `coat-pipe train` accepts):
     deepspeed --num_gpus 8 --no_python coat-pipe train --backbone af3 --corpus data/train --out runs/af3
     DS_ACCELERATOR=cpu deepspeed --num_gpus 2 --no_python coat-pipe train --backbone tiny-af3 ...
-Baseline: the same command with --no-think. Continue a run: the same command with --resume.
+Baseline: the same command with --no-think; the control for the supervision: --block-control (λ = 0).
+Continue a run: the same command with --resume.
 SIGTERM or SIGUSR1 (SLURM's time-limit warning, preemption) checkpoint every rank at the next step and
 exit with code 75; launch/train.sh requeues on it.
 
@@ -56,6 +57,13 @@ from store_schema.reader import store_experts
 
 def uses_gpu() -> bool:
     return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+
+
+def seed_all(seed: int) -> None:
+    """The seed of the model's init (LoRA, block rows, heads) and of everything random after it."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -139,9 +147,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     if is_main:  # a tiny twin is built once, by rank 0, before any rank loads it
         resolve_backbone(cfg.model.backbone, cfg.model.model_path)
     dist.barrier()
-    torch.manual_seed(cfg.seed)  # after the twin's build, which seeds its own init
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_all(cfg.seed)  # after the twin's build, which seeds its own init
     model = CoatModel.build(cfg.model, {} if cfg.model.no_think else specs)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,

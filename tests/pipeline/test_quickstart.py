@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -52,19 +53,24 @@ def finished(tmp_path_factory):
     return out, done, interrupted_at
 
 
-def test_reduced_quickstart_trains_both_variants_on_two_ranks(finished):
+ARMS = ("coat-seed0", "base-seed0", "control-seed0")
+
+
+def test_reduced_quickstart_trains_the_three_arms_on_two_ranks(finished):
     out, _, _ = finished
-    for name in ("coat-seed0", "base-seed0"):
+    for name in ARMS:
         run = out / "runs" / name
         steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, STEPS + 1))  # once each, the interrupted run's included
         assert (run / "batches-rank1.jsonl").is_file()  # a second rank trained
         assert json.loads((run / "ds_config.json").read_text())["zero_optimization"]["stage"] == 2
         assert (run / "final" / "config.yaml").is_file()
-    coat, base = (yaml.safe_load((out / "runs" / n / "config.yaml").read_text()) for n in ("coat-seed0", "base-seed0"))
-    assert (coat["model"].pop("no_think"), base["model"].pop("no_think")) == (False, True)
-    assert Path(coat.pop("out")).name == "coat-seed0" and Path(base.pop("out")).name == "base-seed0"
-    assert coat == base  # every other setting the same: data, steps, seed, LoRA, lr
+    coat, base, control = (yaml.safe_load((out / "runs" / n / "config.yaml").read_text()) for n in ARMS)
+    assert [c["model"].pop("no_think") for c in (coat, base, control)] == [False, True, False]
+    assert [c["model"].pop("distill_weight") for c in (coat, base, control)] == [1.0, 1.0, 0.0]
+    for config, name in zip((coat, base, control), ARMS):
+        assert Path(config.pop("out")).name == name
+    assert coat == base == control  # every other setting the same: data, steps, seed, LoRA, lr
 
 
 def test_a_stop_checkpoints_and_the_next_run_resumes(finished):
@@ -74,24 +80,54 @@ def test_a_stop_checkpoints_and_the_next_run_resumes(finished):
     assert f"resumed from {interrupted_at}" in (out / "logs" / "coat-seed0.log").read_text()
 
 
-def test_report_numbers_are_the_runs_own(finished):
+def _verdicts(out: Path, name: str, field: str) -> dict[str, bool]:
+    rows = (out / "runs" / name / "eval" / "predictions.jsonl").read_text().splitlines()
+    return {row["id"]: bool(row[field]) for row in map(json.loads, rows)}
+
+
+DELTA = r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \| ([\d.e+-]+)"
+
+
+def test_report_numbers_are_the_runs_own_and_its_statistics_check_out(finished):
+    """Every accuracy, Δ, interval and p in the report against the runs' files, computed here another way:
+    McNemar by scipy's exact binomial test, the interval by the normal approximation of the paired mean."""
+    from scipy.stats import binomtest
+
     out, done, _ = finished
     report = (out / "report.md").read_text()
-    for name in ("coat-seed0", "base-seed0"):
-        accuracy = json.loads((out / "runs" / name / "eval" / "metrics.json").read_text())["accuracy"]
-        assert f"`{name}` {100 * accuracy:.1f} %" in report
-    row = re.search(r"^\| all questions \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$", report, re.M)
-    assert row is not None, report
-    coat = json.loads((out / "runs" / "coat-seed0" / "eval" / "metrics.json").read_text())["accuracy"]
-    base = json.loads((out / "runs" / "base-seed0" / "eval" / "metrics.json").read_text())["accuracy"]
-    assert float(row[2]) == pytest.approx(100 * coat, abs=0.05)
-    assert float(row[3]) == pytest.approx(100 * base, abs=0.05)
-    assert float(row[4]) == pytest.approx(100 * (coat - base), abs=0.1)
+    metrics = {n: json.loads((out / "runs" / n / "eval" / "metrics.json").read_text()) for n in ARMS}
+    for name in ARMS:
+        generated, likely = metrics[name]["accuracy"], metrics[name]["likelihood"]["accuracy"]
+        assert f"`{name}` {100 * generated:.1f} / {100 * likely:.1f} %" in report
+    for scoring, field in (("likelihood", "likelihood_correct"), ("generate", "correct")):
+        section = report.split(f"### {scoring} scoring")[1].split("###")[0].split("## ")[0]
+        accuracy = re.search(r"^\| all questions \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", section, re.M)
+        assert accuracy is not None, section
+        for value, name in zip(accuracy.groups()[1:], ARMS):
+            held = metrics[name] if scoring == "generate" else metrics[name]["likelihood"]
+            assert float(value) == pytest.approx(100 * held["accuracy"], abs=0.05)
+        paired = re.search(rf"^\| all questions \| {DELTA} \| {DELTA} \|$", section, re.M)
+        assert paired is not None, section
+        coat = _verdicts(out, "coat-seed0", field)
+        for other_name, cells in (("base-seed0", paired.groups()[:4]), ("control-seed0", paired.groups()[4:])):
+            other = _verdicts(out, other_name, field)
+            delta, low, high, p = map(float, cells)
+            diff = np.array([coat[i] - other[i] for i in coat], dtype=float)
+            assert delta == pytest.approx(100 * diff.mean(), abs=0.05)
+            coat_only, other_only = int((diff > 0).sum()), int((diff < 0).sum())
+            exact = binomtest(coat_only, coat_only + other_only, 0.5).pvalue if coat_only + other_only else 1.0
+            assert p == pytest.approx(exact, rel=5e-3)
+            half = 1.96 * 100 * diff.std() / np.sqrt(len(diff))
+            # A bootstrap percentile of a mean of 0/±1 values moves in steps of one item (100 / n points)
+            slack = 0.25 * half + 100 / len(diff) + 0.1
+            assert low <= delta <= high
+            assert abs(low - (delta - half)) <= slack and abs(high - (delta + half)) <= slack, (low, high, delta, half)
+    assert "80 % power for |Δ| ≥" in report
     probes = json.loads((out / "probes" / "seed0" / "probes.json").read_text())
-    assert len(probes) == 2 and "pitch/clip@think" in next(iter(probes.values()))
+    assert len(probes) == 3 and "pitch/clip@think" in next(iter(probes.values()))
     for png in ("accuracy.png", "losses.png", "readout.png"):
         assert (out / "report" / png).read_bytes()[:4] == b"\x89PNG"
-    assert "all questions" in done.stdout and "question type" in done.stdout  # the table on stdout
+    assert "all questions" in done.stdout and "CoAT − baseline" in done.stdout  # the tables on stdout
 
 
 def test_rerun_skips_what_is_done_and_other_settings_are_refused(finished):

@@ -162,3 +162,32 @@ def test_the_training_prompt_is_the_inference_prompt_plus_the_response(coat, sam
         for key in asked:
             if key.startswith("input_features") or key.endswith("values"):  # the audio features agree too
                 assert torch.equal(asked[key][row], batch.inputs[key][row])
+
+
+@pytest.mark.parametrize("backbone", TINY)
+def test_the_arms_of_a_seed_start_from_the_same_trainable_weights(backbone, specs):
+    """CoAT, the --no-think baseline and the --block-control arm, built as `run_train` builds them at one
+    seed: the same LoRA; CoAT and the control also the same block rows and heads. (The twins' embedding
+    resize for the block's tokens once drew from the seed's stream and shifted the baseline's LoRA.)"""
+    from stages.train.backbones import resolve_backbone
+    from stages.train.recipe import seed_all
+
+    resolve_backbone(backbone, None)  # the twin is built (with its own seed) before the seed is set, as in run_train
+
+    def trainable(**kw) -> dict[str, torch.Tensor]:
+        seed_all(7)
+        arm = CoatModel.build(
+            ModelConfig(backbone=backbone, think_tokens=K, head_width=64, **kw), specs if not kw.get("no_think") else {}
+        )
+        return {n: p.detach().clone() for n, p in arm.named_parameters() if p.requires_grad}
+
+    coat, base, control = trainable(), trainable(no_think=True), trainable(distill_weight=0.0)
+    lora = sorted(n for n in coat if "lora_" in n)
+    assert lora and lora == sorted(n for n in base if "lora_" in n)
+    assert any(coat[n].abs().sum() > 0 for n in lora if "lora_A" in n)  # drawn, not all zero
+    for name in lora:
+        assert torch.equal(coat[name], base[name]), name
+    assert coat.keys() == control.keys() and any(n.startswith("heads.") for n in coat)
+    assert any("trainable_tokens" in n for n in coat)
+    for name, value in coat.items():
+        assert torch.equal(value, control[name]), name

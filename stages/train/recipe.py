@@ -47,7 +47,7 @@ from stages.train.data import (
     usable_items,
 )
 from stages.train.model import CoatModel
-from stages.train.op_build_lock import refuse_stale_build_locks
+from stages.train.op_build import prefer_environment_ninja, refuse_stale_build_locks
 from stages.train.run_dir import check_run_dir, drop_rows_after
 from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
 from store_schema.corpus import read_corpus
@@ -75,8 +75,9 @@ def init_distributed() -> tuple[int, int, torch.device]:
             probe.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
     on_gpu = uses_gpu()
-    if not on_gpu:
-        refuse_stale_build_locks()  # DeepSpeed compiles its CPU ops below on a first run
+    if not on_gpu:  # DeepSpeed compiles its CPU ops below on a first run
+        prefer_environment_ninja()
+        refuse_stale_build_locks()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     local_rank = int(os.environ["LOCAL_RANK"])
     device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")

@@ -1,14 +1,21 @@
-"""A refusal instead of a hang: the lock that a killed build of DeepSpeed's CPU communication op leaves.
+"""DeepSpeed's CPU ops, compiled on first use: one ninja for every process, and a refusal instead of a hang.
 
 On the CPU accelerator DeepSpeed compiles its shared-memory all-reduce op (`deepspeed_shm_comm`) and its
-Adam (`fused_adam`) with torch's extension builder the first time a machine runs them. The builder
-guards a build with a lock file, and every later process waits for that file to go away, with no time
-limit; a build that was killed leaves the file behind, and every run after it then waits forever.
+Adam (`fused_adam`) with torch's extension builder the first time a machine runs them, and reuses them
+after. Two things can spoil that:
+- torch runs the first `ninja` on PATH. An environment with the `ninja` wheel next to a system ninja of
+  another version runs one or the other depending on PATH (a launched rank, a test, a shell), and
+  ninja 1.12+ and 1.11 cannot read each other's build log, so each discards the other's build: two
+  minutes of compiling on 2 cores, every time the process kind changes.
+- The builder guards a build with a lock file, and every later process waits for that file to go away,
+  with no time limit; a build that was killed leaves the file behind, and every run after it then
+  waits forever.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -39,3 +46,12 @@ def refuse_stale_build_locks(names: tuple[str, ...] = CPU_OPS, stale_after_s: fl
             f"{lock}: left by a build of DeepSpeed's {name} op that was killed {age / 60:.0f} min ago; "
             "every run would wait on it forever. Delete it and run again (the op is rebuilt once)."
         )
+
+
+def prefer_environment_ninja() -> None:
+    """Put this environment's own `ninja` (the wheel, beside the interpreter) first on PATH, so the op is
+    built and found again by the same ninja however the process was started."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if (Path(bin_dir) / "ninja").is_file() and path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}" if path else bin_dir

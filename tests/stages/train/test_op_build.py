@@ -1,11 +1,14 @@
-"""A lock left by a killed build of DeepSpeed's CPU op is refused with its path, instead of waited on."""
+"""DeepSpeed's CPU op builds: a lock left by a killed build is refused with its path instead of waited on;
+the environment's own ninja comes first on PATH."""
 
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from stages.train.op_build_lock import refuse_stale_build_locks
+from stages.train.op_build import prefer_environment_ninja, refuse_stale_build_locks
 from store_schema.errors import UserError
 
 
@@ -21,3 +24,13 @@ def test_a_lock_older_than_any_build_is_named_and_a_fresh_one_is_waited_for(tmp_
     with pytest.raises(UserError) as refused:
         refuse_stale_build_locks()
     assert str(lock) in str(refused.value) and "60 min ago" in str(refused.value)
+
+
+def test_the_environments_ninja_comes_first_once(monkeypatch):
+    bin_dir = str(Path(sys.executable).parent)
+    if not (Path(bin_dir) / "ninja").is_file():
+        pytest.skip("no ninja wheel in this environment")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    prefer_environment_ninja()
+    prefer_environment_ninja()
+    assert os.environ["PATH"] == f"{bin_dir}:/usr/bin:/bin"

@@ -3,7 +3,7 @@ its block control, report.
 
     DIR/quickstart.yaml         the settings (a re-run with other settings is refused)
     DIR/data/{train,heldout}    synth corpora with the mel and pitch targets in their stores
-    DIR/model                   the tiny Qwen2-Audio twin every run starts from
+    DIR/model                   the tiny Qwen2-Audio twin every run starts from (pretrained: a copy from the cache)
     DIR/runs/{coat,base,control}-seedN  `coat-pipe train` runs (2 DeepSpeed CPU ranks), each with eval/
     DIR/probes/seedN            probes of the three runs of a seed on the held-out clips
     DIR/logs/                   the training launches' output
@@ -57,7 +57,10 @@ class Quickstart(QuickstartLayout):
         return [
             ("synth the train and held-out corpora", self.synth),
             (f"extract {','.join(self.cfg.training.experts)} into both stores", self.extract),
-            ("build the tiny Qwen2-Audio twin", self.build_model),
+            (
+                "pretrain the tiny Qwen2-Audio twin (once per machine)" if self.cfg.twin else "build the tiny twin",
+                self.build_model,
+            ),
             (
                 f"train CoAT, --no-think, --block-control: {self.cfg.seeds} seed(s), {self.cfg.ranks} ranks",
                 self.train,
@@ -93,13 +96,25 @@ class Quickstart(QuickstartLayout):
 
     def build_model(self) -> None:
         from stages.train.backbones import BACKBONES
+        from stages.train.pretrained_twin import pretrained_twin
 
         if (self.model_dir / "config.json").is_file():
             console.print(f"  {self.model_dir}: already built")
             return
         partial = self.model_dir.with_name(f".{self.model_dir.name}.partial")  # renamed once complete
         shutil.rmtree(partial, ignore_errors=True)
-        BACKBONES["qwen2-audio"].build_tiny(partial, seed=0, window_s=self.cfg.window_s)
+        if self.cfg.twin is None:
+            BACKBONES["qwen2-audio"].build_tiny(partial, seed=0, window_s=self.cfg.window_s)
+        else:
+            cached = pretrained_twin(self.cfg.twin)
+            shutil.copytree(cached, partial)  # DIR holds the very weights its runs started from
+            record = json.loads((cached / "twin.json").read_text())
+            held = record["heldout"]
+            console.print(
+                f"  {cached}: pretrained in {record['build_seconds']:.0f} s; held-out descriptions "
+                f"{100 * held['exact']:.1f} % exact (kinds {100 * held['kinds']:.1f} %, "
+                f"length {100 * held['length']:.1f} %)"
+            )
         partial.rename(self.model_dir)
 
     # --- training ----------------------------------------------------------------------------------

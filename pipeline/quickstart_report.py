@@ -246,6 +246,24 @@ def numerics(threads: int) -> str:
     )
 
 
+def twin_line(q: QuickstartLayout) -> str:
+    """What the runs started from: the pretrained twin's recipe and held-out figure, or the random twin."""
+    record_path = q.model_dir / "twin.json"
+    if not record_path.is_file():
+        return "The twin is randomly initialised (`twin: null`): its language model has learnt nothing before LoRA."
+    record = json.loads(record_path.read_text())
+    recipe, held = record["recipe"], record["heldout"]
+    return (
+        f"The twin was pretrained first (`coat-pipe twin`, {record['build_seconds']:.0f} s): every weight of the "
+        f"random twin, {recipe['steps']} steps × {recipe['batch_size']} clips at lr {recipe['lr']}, on "
+        f"“{record['task']}” over {recipe['train_clips']} clips of synth seed {recipe['corpus_seed']}. On "
+        f"{held['clips']} held-out clips of that task its greedy description is exactly right for "
+        f"{100 * held['exact']:.1f} %, the kinds of sound for {100 * held['kinds']:.1f} %, the length for "
+        f"{100 * held['length']:.1f} % (loss {record['loss_start']:.2f} over the first tenth of its steps, "
+        f"{record['loss_end']:.2f} over the last)."
+    )
+
+
 def _markdown_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
@@ -319,6 +337,7 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
         f"{', '.join(train.experts)} (λ = {train.model.distill_weight}, schedule {train.schedule}); the baseline "
         "is `--no-think` (no block, no heads); the control is `--block-control`: CoAT's block and heads with "
         "λ = 0, so it differs from CoAT by the supervision alone.",
+        twin_line(q),
         "![training losses](report/losses.png)",
         "## What the hidden states hold (probes)",
         "Linear probes, 5-fold cross-validated by clip on the held-out clips, at every layer; the table gives "

@@ -6,10 +6,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stages.config_files import merge_settings
 from stages.train.config import TrainConfig
+from stages.train.pretrained_twin import TwinRecipe
 
 # The arms of every seed, with their `coat-pipe train` flags. base: no block, no heads; control: the same
 # block and heads as CoAT with λ = 0, so any difference from CoAT is the supervision's. All three share
@@ -54,7 +55,16 @@ class QuickstartConfig(BaseModel):
     # reductions, so the same runs on a machine with more cores would give other digits.
     threads_per_rank: int = Field(default=1, ge=1)
     probe_clips: int = 240
+    # Every arm starts from the twin pretrained by this recipe (built once per machine, cached); null: from
+    # the random twin, as before 2026-12-01.
+    twin: TwinRecipe | None = Field(default_factory=TwinRecipe)
     train: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(TRAIN_DEFAULTS))
+
+    @model_validator(mode="after")
+    def _one_window(self) -> QuickstartConfig:
+        if self.twin is not None and self.twin.window_s != self.window_s:
+            raise ValueError(f"twin.window_s ({self.twin.window_s}) must equal window_s ({self.window_s})")
+        return self
 
     @field_validator("train", mode="before")
     @classmethod

@@ -21,9 +21,20 @@ REDUCED = ["--seeds", "1", "--steps", str(STEPS), "--train-clips", "36", "--held
 pytestmark = pytest.mark.slow  # every test here reads one reduced quickstart run (DeepSpeed, 2 ranks)
 
 
+# A pretrained twin as small as can still learn a little, so that the phase runs as it does by default
+TWIN = {"twin": {"steps": 12, "train_clips": 16, "heldout_clips": 4, "warmup_steps": 2}}
+
+
+def settings(out: Path) -> list[str]:
+    """REDUCED, and --config with the small twin (written beside DIR)."""
+    path = out.parent / "quickstart-settings.yaml"
+    path.write_text(yaml.safe_dump(TWIN))
+    return [*REDUCED, "--config", str(path)]
+
+
 def quickstart(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(COAT_PIPE), "quickstart", "--out", str(out), *REDUCED, *extra],
+        [str(COAT_PIPE), "quickstart", "--out", str(out), *settings(out), *extra],
         capture_output=True,
         text=True,
         env=subprocess_env(),
@@ -35,7 +46,7 @@ def quickstart(out: Path, *extra: str) -> subprocess.CompletedProcess:
 def finished(tmp_path_factory):
     """A quickstart stopped during its first training, then run again to the end."""
     out = tmp_path_factory.mktemp("quickstart") / "qs"
-    command = [str(COAT_PIPE), "quickstart", "--out", str(out), *REDUCED]
+    command = [str(COAT_PIPE), "quickstart", "--out", str(out), *settings(out)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     metrics = out / "runs" / "coat-seed0" / "metrics.jsonl"
     deadline = time.monotonic() + 600
@@ -123,6 +134,12 @@ def test_report_numbers_are_the_runs_own_and_its_statistics_check_out(finished):
             assert low <= delta <= high
             assert abs(low - (delta - half)) <= slack and abs(high - (delta + half)) <= slack, (low, high, delta, half)
     assert "80 % power for |Δ| ≥" in report
+    twin = json.loads((out / "model" / "twin.json").read_text())  # every arm started from the pretrained twin
+    assert twin["recipe"]["steps"] == 12 and "The twin was pretrained first" in report
+    for name in ARMS:
+        assert yaml.safe_load((out / "runs" / name / "config.yaml").read_text())["model"]["model_path"] == str(
+            (out / "model").resolve()
+        )
     probes = json.loads((out / "probes" / "seed0" / "probes.json").read_text())
     assert len(probes) == 3 and "pitch/clip@think" in next(iter(probes.values()))
     for png in ("accuracy.png", "losses.png", "readout.png"):

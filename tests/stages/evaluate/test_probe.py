@@ -94,15 +94,16 @@ def test_likelihood_agrees_with_a_greedy_answer_that_is_one_of_the_choices(train
     from stages.evaluate.likelihood import pick_choice
     from stages.evaluate.run_eval import item_wave
 
-    model = load_run(trained / "coat")
     agreed = 0
-    for item in load_synth(trained / "heldout"):  # 48 clips
-        choices = list(ANSWERS[item.groups["task"]])
-        wave = item_wave(item)
-        said = answer(model, [wave], [item.question], max_new_tokens=8)[0].text
-        if said in choices:
-            assert pick_choice(model, wave, item.question, choices)[0] == said, (item.id, said)
-            agreed += 1
-    # After 60 steps most answers do not fit their question yet (4 of the first 24 did); the check must
-    # still have run on several.
+    for run in ("coat", "base"):  # with the block in the prompt and without
+        model = load_run(trained / run)
+        for item in load_synth(trained / "heldout"):  # 48 clips
+            choices = list(ANSWERS[item.groups["task"]])
+            wave = item_wave(item)
+            said = answer(model, [wave], [item.question], max_new_tokens=8)[0].text
+            if said in choices:
+                assert pick_choice(model, wave, item.question, choices)[0] == said, (run, item.id, said)
+                agreed += 1
+    # After 60 steps many answers do not fit their question yet (the CoAT run fitted 2 of 48 in CI on
+    # 2026-12-01); over both runs the check must still have run on several.
     assert agreed >= 4, agreed

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,3 +119,15 @@ def settings_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[li
         else:
             refused.append(f"{key}: {old.get(key, '(unset)')} → {new.get(key, '(unset)')}")
     return refused, allowed
+
+
+def warmup_cosine(steps: int, warmup_steps: int, min_lr_ratio: float) -> Callable[[int], float]:
+    """LambdaLR's multiplier: linear warm-up over `warmup_steps`, then cosine down to `min_lr_ratio`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -33,7 +32,7 @@ from stages.corpus.synth import SynthClip, make_clip
 from stages.progress import console, training_progress
 from stages.train.backbones import BACKBONES, tiny_cache
 from stages.train.batch import CoatSample, make_batch
-from stages.train.config import ModelConfig
+from stages.train.config import ModelConfig, warmup_cosine
 from stages.train.model import CoatModel
 
 QUESTION = "Describe the sounds in the clip and how long it is."
@@ -91,16 +90,6 @@ def pretrained_twin(recipe: TwinRecipe, progress: bool = True) -> Path:
     return folder
 
 
-def _factor(recipe: TwinRecipe):  # noqa: ANN202 - LambdaLR's multiplier
-    def factor(step: int) -> float:
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def build_pretrained_twin(recipe: TwinRecipe, out: Path, progress: bool = True) -> dict[str, Any]:
     """Build the random twin, fine-tune every weight of it on the describe task, score it on held-out clips
     and save it to `out` (a model folder like any other, plus twin.json). Returns twin.json's record."""
@@ -114,7 +103,7 @@ def build_pretrained_twin(recipe: TwinRecipe, out: Path, progress: bool = True) 
         param.requires_grad_(True)  # the encoder and projector too: a full fine-tune
     torch.manual_seed(recipe.twin_seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    scheduler = LambdaLR(optimizer, _factor(recipe))
+    scheduler = LambdaLR(optimizer, warmup_cosine(recipe.steps, recipe.warmup_steps, 0.1))
     rng = np.random.default_rng(recipe.twin_seed)
     order: list[int] = []
     losses: list[float] = []

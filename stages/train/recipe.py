@@ -17,7 +17,6 @@ The experts never run here; their targets come from the store.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import socket
@@ -36,7 +35,7 @@ from stages.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
 from stages.train.bundle import save_bundle
 from stages.train.checkpoint import LATEST, load_rng, save_checkpoint, verified_tag
-from stages.train.config import TrainConfig
+from stages.train.config import TrainConfig, warmup_cosine
 from stages.train.data import (
     PlannedBatches,
     batch_loader,
@@ -110,16 +109,6 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
     return ds
 
 
-def warmup_cosine(cfg: TrainConfig):  # noqa: ANN201 - LambdaLR's multiplier
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- data first: refuse a bad store before anything starts, then the epoch plan's inputs -------
     corpus = read_corpus(cfg.corpus)
@@ -154,7 +143,9 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=ds_config,
-        lr_scheduler=lambda optimizer: LambdaLR(optimizer, warmup_cosine(cfg)),
+        lr_scheduler=lambda optimizer: LambdaLR(
+            optimizer, warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        ),
     )
 
     # --- resume: DeepSpeed state, stream position, RNG ---------------------------------------------

@@ -244,8 +244,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     stop.restore()
     if is_main:
         if interrupted:
-            who = stop.received or "another rank"
-            console.print(f"stopped by {who} at step {engine.global_steps}; checkpoint saved")
+            console.print(f"stopped by {stop.received} at step {engine.global_steps}; checkpoint saved")
         else:
             save_bundle(model, run / "final")
         metrics.close()  # type: ignore[union-attr]

@@ -38,11 +38,19 @@ class StopSignal:
         self.received = signal.Signals(signum).name
 
     def requested(self, device: torch.device) -> bool:
-        """True on every rank when any rank has received a stop signal (one tiny all-reduce)."""
-        flag = torch.tensor([0 if self.received is None else 1], device=device)
+        """True on every rank when any rank has received a stop signal (one tiny all-reduce).
+
+        A scheduler signals the ranks one after another, so at the step where they agree to stop some
+        may not have theirs yet; those take the signal another rank received as the reason, so that
+        rank 0's "stopped by" line names it either way."""
+        signum = 0 if self.received is None else int(signal.Signals[self.received])
+        flag = torch.tensor([signum], device=device)
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        agreed_signum = int(flag.item())
+        if agreed_signum and self.received is None:
+            self.received = f"{signal.Signals(agreed_signum).name} (to another rank first)"
+        return bool(agreed_signum)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -43,3 +43,35 @@ def test_dataloader_workers_outlive_the_stop_signals():
     os.kill(worker, signal.SIGUSR1)
     time.sleep(0.5)
     assert [int(p) for p in pids] == [worker] * 39  # every item still served by the same, living worker
+
+
+def _agree_on_a_stop(rank: int, port: int, answers) -> None:
+    """Rank 1 alone has been signalled when the two ranks ask whether to stop."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    stop = StopSignal()
+    try:
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        answers.put((rank, stop.requested(torch.device("cpu")), stop.received))
+    finally:
+        stop.restore()
+        dist.destroy_process_group()
+
+
+def test_a_rank_not_yet_signalled_stops_with_the_signal_another_rank_received():
+    # A scheduler signals the ranks one by one: at the agreed step rank 0 may not have its SIGTERM yet,
+    # and its "stopped by" line must still name the signal, not guess.
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    answers = context.Queue()
+    mp.start_processes(_agree_on_a_stop, args=(port, answers), nprocs=2, start_method="spawn")
+    got = dict((rank, (stop, received)) for rank, stop, received in (answers.get(timeout=60) for _ in range(2)))
+    assert got == {0: (True, "SIGTERM (to another rank first)"), 1: (True, "SIGTERM")}

@@ -10,10 +10,14 @@ after. Two things can spoil that:
 - The builder guards a build with a lock file, and every later process waits for that file to go away,
   with no time limit; a build that was killed leaves the file behind, and every run after it then
   waits forever.
+And one thing costs time on every start: loading a built op, the CPU builder still asks py-cpuinfo for
+the CPU (twice per op, for `-march` and the SIMD width), and each answer is a subprocess of about a
+second; `answer_cpu_info_once` keeps the first answer for the process.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -55,3 +59,13 @@ def prefer_environment_ninja() -> None:
     path = os.environ.get("PATH", "")
     if (Path(bin_dir) / "ninja").is_file() and path.split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}" if path else bin_dir
+
+
+def answer_cpu_info_once() -> None:
+    """Make py-cpuinfo's `get_cpu_info` answer from memory after its first call in this process (the CPU
+    does not change while it runs). DeepSpeed's builder imports the function at each call, so replacing
+    the module's attribute is enough; the compile flags it derives are the same."""
+    import cpuinfo
+
+    if not hasattr(cpuinfo.get_cpu_info, "cache_info"):
+        cpuinfo.get_cpu_info = functools.cache(cpuinfo.get_cpu_info)

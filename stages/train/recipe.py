@@ -46,7 +46,7 @@ from stages.train.data import (
     usable_items,
 )
 from stages.train.model import CoatModel
-from stages.train.op_build import prefer_environment_ninja, refuse_stale_build_locks
+from stages.train.op_build import answer_cpu_info_once, prefer_environment_ninja, refuse_stale_build_locks
 from stages.train.run_dir import check_run_dir, drop_rows_after
 from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
 from store_schema.corpus import read_corpus
@@ -77,6 +77,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
     if not on_gpu:  # DeepSpeed compiles its CPU ops below on a first run
         prefer_environment_ninja()
         refuse_stale_build_locks()
+        answer_cpu_info_once()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     local_rank = int(os.environ["LOCAL_RANK"])
     device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")

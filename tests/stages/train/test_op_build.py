@@ -34,3 +34,20 @@ def test_the_environments_ninja_comes_first_once(monkeypatch):
     prefer_environment_ninja()
     prefer_environment_ninja()
     assert os.environ["PATH"] == f"{bin_dir}:/usr/bin:/bin"
+
+
+def test_cpu_info_is_asked_once_per_process(monkeypatch):
+    import cpuinfo
+
+    from stages.train.op_build import answer_cpu_info_once
+
+    calls = []
+    monkeypatch.setattr(cpuinfo, "get_cpu_info", lambda: calls.append(1) or {"arch": "X86_64", "flags": ["avx2"]})
+    answer_cpu_info_once()
+    answer_cpu_info_once()  # idempotent: no cache around the cache
+    from deepspeed.ops.op_builder.cpu import FusedAdamBuilder
+
+    builder = FusedAdamBuilder()
+    first, second = builder.cxx_args(), builder.cxx_args()
+    assert first == second and "-march=native" in first
+    assert len(calls) == 1  # four questions (cpu_arch, simd_width, twice), one subprocess's worth

@@ -15,9 +15,11 @@ log or the store. What object stores lack, this module supplies:
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +62,19 @@ def is_remote(path: Path) -> bool:
     return getattr(path, "protocol", "") not in LOCAL_PROTOCOLS
 
 
-def worker_start_method(path: Path) -> str | None:
+def worker_start_method(path: Path, preload: str) -> BaseContext | None:
     """How DataLoader workers reading `path` are started: forked (PyTorch's default) for a local corpus;
     from a fork server for an object store. fsspec runs its clients on an event-loop thread, and a
-    process forked while that thread (or any other) holds a lock inherits the lock held forever."""
-    return "forkserver" if is_remote(path) else None
+    process forked while that thread (or any other) holds a lock inherits the lock held forever.
+
+    The fork server imports `preload` (the dataset's module: torch, zarr, the decoders) once, when it
+    starts; every later epoch's workers are forked from it with those imports done, instead of each
+    importing torch again. Importing starts no thread, so the server stays safe to fork from."""
+    if not is_remote(path):
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([preload])  # read when the server starts: the first loader's call decides
+    return context
 
 
 def zarr_store(path: Path, read_only: bool) -> Any:

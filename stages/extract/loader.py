@@ -90,7 +90,7 @@ def clip_loader(tars: list[Path], rates: list[int], num_workers: int) -> DataLoa
         collate_fn=_keep,
         worker_init_fn=_die_with_parent,
         prefetch_factor=8 if num_workers else None,
-        multiprocessing_context=worker_start_method(tars[0]) if tars and num_workers else None,
+        multiprocessing_context=worker_start_method(tars[0], __name__) if tars and num_workers else None,
     )
 
 

@@ -227,6 +227,7 @@ def batch_loader(dataset: PlannedBatches, start: int, num_workers: int) -> DataL
     """Batches start, start + 1, … of the plan, loaded ahead by `num_workers` processes."""
     # Its own generator: each iterator draws a seed from it, and drawing from the global one would shift
     # the dropout masks of a resumed run away from those of an uninterrupted one.
+    context = worker_start_method(corpus_path(dataset.corpus_root), __name__) if num_workers else None
     return DataLoader(
         dataset,
         batch_size=None,
@@ -237,7 +238,7 @@ def batch_loader(dataset: PlannedBatches, start: int, num_workers: int) -> DataL
         worker_init_fn=ignore_stop_signals,
         prefetch_factor=2 if num_workers else None,
         persistent_workers=False,
-        multiprocessing_context=worker_start_method(corpus_path(dataset.corpus_root)) if num_workers else None,
+        multiprocessing_context=context,
     )
 
 

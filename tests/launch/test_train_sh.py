@@ -86,7 +86,7 @@ def test_two_nodes_stopped_mid_run_checkpoint_requeue_and_finish(sig, corpus, tm
     assert "2 node(s), 2 rank(s), rendezvous localhost:" in log
     # every rank stopped at the same step with a checkpoint that is not one of the periodic ones
     stopped = [line for line in log.splitlines() if line.startswith("stopped by SIG")]
-    assert len(stopped) == 1, log[-4000:]
+    assert len(stopped) == 1, log[:6000] + "\n…\n" + log[-3000:]
     step = int(stopped[0].split("at step ")[1].split(";")[0])
     assert 3 <= step < 30  # periodic checkpoints come every 50 steps (the default), so none of them
     tag = f"step{step:07d}"

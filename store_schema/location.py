@@ -62,7 +62,7 @@ def is_remote(path: Path) -> bool:
     return getattr(path, "protocol", "") not in LOCAL_PROTOCOLS
 
 
-def worker_start_method(path: Path, preload: str) -> BaseContext | None:
+def worker_context(path: Path, preload: str) -> BaseContext | None:
     """How DataLoader workers reading `path` are started: forked (PyTorch's default) for a local corpus;
     from a fork server for an object store. fsspec runs its clients on an event-loop thread, and a
     process forked while that thread (or any other) holds a lock inherits the lock held forever.

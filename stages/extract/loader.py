@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from stages.audio import AudioError, audio_status, decode_audio, resample
 from store_schema.corpus import iter_tar_samples, sample_audio
 from store_schema.layout import Status
-from store_schema.location import corpus_path, worker_start_method
+from store_schema.location import corpus_path, worker_context
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
@@ -90,7 +90,7 @@ def clip_loader(tars: list[Path], rates: list[int], num_workers: int) -> DataLoa
         collate_fn=_keep,
         worker_init_fn=_die_with_parent,
         prefetch_factor=8 if num_workers else None,
-        multiprocessing_context=worker_start_method(tars[0], __name__) if tars and num_workers else None,
+        multiprocessing_context=worker_context(tars[0], __name__) if tars and num_workers else None,
     )
 
 

@@ -36,7 +36,7 @@ from store_schema.check import check_store
 from store_schema.corpus import CorpusInfo, TarIndex, read_corpus
 from store_schema.errors import UserError
 from store_schema.layout import Status
-from store_schema.location import corpus_path, is_remote, worker_start_method
+from store_schema.location import corpus_path, is_remote, worker_context
 from store_schema.reader import ShardStore
 from store_schema.stats import read_stats
 
@@ -227,7 +227,7 @@ def batch_loader(dataset: PlannedBatches, start: int, num_workers: int) -> DataL
     """Batches start, start + 1, … of the plan, loaded ahead by `num_workers` processes."""
     # Its own generator: each iterator draws a seed from it, and drawing from the global one would shift
     # the dropout masks of a resumed run away from those of an uninterrupted one.
-    context = worker_start_method(corpus_path(dataset.corpus_root), __name__) if num_workers else None
+    context = worker_context(corpus_path(dataset.corpus_root), __name__) if num_workers else None
     return DataLoader(
         dataset,
         batch_size=None,

@@ -31,11 +31,12 @@ class StopSignal:
     """Installs the handlers; `requested()` is the all-rank answer to "should we stop now?"."""
 
     def __init__(self) -> None:
-        self.received: str | None = None
+        self.received: str | None = None  # what stopped the run, for its log line
+        self._signum = 0  # the signal this rank received (0: none yet), what the ranks agree on
         self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        self.received = signal.Signals(signum).name
+        self._signum, self.received = signum, signal.Signals(signum).name
 
     def requested(self, device: torch.device) -> bool:
         """True on every rank when any rank has received a stop signal (one tiny all-reduce).
@@ -43,8 +44,7 @@ class StopSignal:
         A scheduler signals the ranks one after another, so at the step where they agree to stop some
         may not have theirs yet; those take the signal another rank received as the reason, so that
         rank 0's "stopped by" line names it either way."""
-        signum = 0 if self.received is None else int(signal.Signals[self.received])
-        flag = torch.tensor([signum], device=device)
+        flag = torch.tensor([self._signum], device=device)
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         agreed_signum = int(flag.item())

@@ -188,61 +188,64 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         padded = plan.padded
         loader = batch_loader(PlannedBatches(corpus.root, experts, plan.batches), batch_in_epoch, cfg.num_workers)
         batches = iterate_batches(loader)
-        for samples in batches:
-            step = engine.global_steps
-            stage = "align" if step < cfg.align_steps else "joint"
-            out = engine(model.batch(samples), lm_weight=0.0 if stage == "align" else 1.0)
-            stop_if_not_finite(out.loss, step, [s.key for s in samples], rank, device)
-            engine.backward(out.loss)
-            engine.step()  # an optimizer step at each accumulation boundary
-            batch_in_epoch += 1
-            seen += len(samples) * world
-            batches_log.write(json.dumps({"step": step, "epoch": epoch, "keys": [s.key for s in samples]}) + "\n")
-            if not engine.is_gradient_accumulation_boundary():
-                continue
-            step = engine.global_steps
-            logged = step % cfg.log_every == 0 or step == cfg.steps
-            if logged:  # the mean over ranks of each loss part: one small all-reduce per logged step
-                parts = {"loss": out.loss, "lm": out.lm_loss, **out.expert_losses}
-                values = torch.stack([v.detach().float() for v in parts.values()]).to(device)
-                dist.all_reduce(values)
-                means = dict(zip(parts, (values / world).tolist()))
-            if is_main and logged:
-                row = {
-                    "step": step,
-                    "stage": stage,
-                    **means,
-                    "lr": scheduler.get_last_lr()[0],
-                    "samples_per_s": seen / (time.perf_counter() - started),
-                }
-                metrics.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
-                metrics.flush()  # type: ignore[union-attr]
-                for key, value in row.items():
-                    if isinstance(value, float):
-                        tensorboard.add_scalar(f"train/{key}", value, step)  # type: ignore[union-attr]
-                shown = " ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "stage", "lr"))
-                bar.update(bar_task, completed=step, parts=f"[{stage}] {shown}")
-                if not console.is_terminal:
-                    console.print(
-                        f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}",
-                        markup=False,
-                        highlight=False,
-                        soft_wrap=True,  # one line per step, whatever the log's width
-                    )
-            interrupted = stop.requested(device) and step < cfg.steps
-            if step % cfg.save_every == 0 or step == cfg.steps or interrupted:
-                batches_log.flush()
-                save(step)
-            if step >= cfg.steps or interrupted:
-                break
-        else:  # the epoch ran out: next epoch from its first batch
-            epoch, batch_in_epoch = epoch + 1, 0
-        batches.close()  # shut this epoch's workers down now
+        try:
+            for samples in batches:
+                step = engine.global_steps
+                stage = "align" if step < cfg.align_steps else "joint"
+                out = engine(model.batch(samples), lm_weight=0.0 if stage == "align" else 1.0)
+                stop_if_not_finite(out.loss, step, [s.key for s in samples], rank, device)
+                engine.backward(out.loss)
+                engine.step()  # an optimizer step at each accumulation boundary
+                batch_in_epoch += 1
+                seen += len(samples) * world
+                batches_log.write(json.dumps({"step": step, "epoch": epoch, "keys": [s.key for s in samples]}) + "\n")
+                if not engine.is_gradient_accumulation_boundary():
+                    continue
+                step = engine.global_steps
+                logged = step % cfg.log_every == 0 or step == cfg.steps
+                if logged:  # the mean over ranks of each loss part: one small all-reduce per logged step
+                    parts = {"loss": out.loss, "lm": out.lm_loss, **out.expert_losses}
+                    values = torch.stack([v.detach().float() for v in parts.values()]).to(device)
+                    dist.all_reduce(values)
+                    means = dict(zip(parts, (values / world).tolist()))
+                if is_main and logged:
+                    row = {
+                        "step": step,
+                        "stage": stage,
+                        **means,
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples_per_s": seen / (time.perf_counter() - started),
+                    }
+                    metrics.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
+                    metrics.flush()  # type: ignore[union-attr]
+                    for key, value in row.items():
+                        if isinstance(value, float):
+                            tensorboard.add_scalar(f"train/{key}", value, step)  # type: ignore[union-attr]
+                    shown = " ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "stage", "lr"))
+                    bar.update(bar_task, completed=step, parts=f"[{stage}] {shown}")
+                    if not console.is_terminal:
+                        console.print(
+                            f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}",
+                            markup=False,
+                            highlight=False,
+                            soft_wrap=True,  # one line per step, whatever the log's width
+                        )
+                interrupted = stop.requested(device) and step < cfg.steps
+                if step % cfg.save_every == 0 or step == cfg.steps or interrupted:
+                    batches_log.flush()
+                    save(step)
+                if step >= cfg.steps or interrupted:
+                    break
+            else:  # the epoch ran out: next epoch from its first batch
+                epoch, batch_in_epoch = epoch + 1, 0
+        finally:
+            # this epoch's workers shut down now, and on an error too: they ignore SIGTERM, so the
+            # interpreter's exit would otherwise wait on them and a failed rank would hang, not exit
+            batches.close()
 
     # --- export: the bundle is what evaluation reads ------------------------------------------------
     bar.stop()
     batches_log.close()
-    stop.restore()
     if is_main:
         if interrupted:
             console.print(f"stopped by {stop.received} at step {engine.global_steps}; checkpoint saved")
@@ -251,6 +254,9 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         metrics.close()  # type: ignore[union-attr]
         tensorboard.close()  # type: ignore[union-attr]
     dist.barrier()
+    # Only now: the scheduler's later copies of the signal (SLURM, train.sh's trap and srun each pass
+    # one on) must not kill a rank that the others still wait for in the barrier above.
+    stop.restore()
     return {
         "rank": rank,
         "interrupted": interrupted,

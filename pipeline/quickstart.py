@@ -6,7 +6,8 @@ its block control, report.
     DIR/model                   the tiny Qwen2-Audio twin every run starts from (pretrained: a copy from the cache)
     DIR/runs/{coat,base,control}-seedN  `coat-pipe train` runs (2 DeepSpeed CPU ranks), each with eval/
     DIR/probes/seedN            probes of the three runs of a seed on the held-out clips
-    DIR/logs/                   the training launches' output
+    DIR/sweep.yaml              the runs the last training launch was asked for (`coat-pipe train --sweep`)
+    DIR/logs/train.log          the training launches' output
     DIR/report.md, DIR/report/  generated from the files above, every time the command runs
 
 Every phase skips what is already done, so running the same command again resumes where it stopped.
@@ -126,16 +127,22 @@ class Quickstart(QuickstartLayout):
         return path
 
     def train(self) -> None:
-        settings = self.train_settings()
+        """One launch trains every run not trained yet, one after another (`coat-pipe train --sweep`): the
+        launcher's start and the ranks' imports are paid once, not once per run."""
+        todo = []
         for name in self.cfg.run_names():
-            run = self.runs / name
-            if (run / "final" / "config.yaml").is_file():
-                console.print(f"  {run}: already trained")
+            if (self.runs / name / "final" / "config.yaml").is_file():
+                console.print(f"  {self.runs / name}: already trained")
                 continue
             variant, seed = name.split("-seed")
-            flags = ["--config", str(settings), "--corpus", str(self.train_corpus), "--out", str(run), "--seed", seed]
-            flags += ARMS[variant]
-            launch_training(name, flags, run, self.logs / f"{name}.log", self.cfg)
+            todo.append({"name": name, "seed": int(seed), **ARMS[variant]})
+        if not todo:
+            return
+        sweep = self.out / "sweep.yaml"  # what this launch trains; rewritten by every launch
+        sweep.write_text(yaml.safe_dump(todo, sort_keys=False))
+        flags = ["--config", str(self.train_settings()), "--corpus", str(self.train_corpus)]
+        flags += ["--out", str(self.runs), "--sweep", str(sweep)]
+        launch_training([entry["name"] for entry in todo], flags, self.runs, self.logs / "train.log", self.cfg)
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> None:
@@ -196,8 +203,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch_training(name: str, flags: list[str], run: Path, log_path: Path, cfg: QuickstartConfig) -> None:
-    """`bash launch/train.sh FLAGS` (DeepSpeed's launcher, `cfg.ranks` CPU ranks), with a bar over its steps.
+def launch_training(names: list[str], flags: list[str], runs: Path, log_path: Path, cfg: QuickstartConfig) -> None:
+    """`bash launch/train.sh FLAGS` (DeepSpeed's launcher, `cfg.ranks` CPU ranks) training the runs `names`
+    under `runs` in order, with a bar over the current run's steps and a line as each one ends.
 
     The launch runs in its own session, so a Ctrl-C (or SIGTERM) reaches only this process, which then
     sends SIGTERM to every rank: they checkpoint at the next step and the next quickstart resumes there."""
@@ -214,9 +222,9 @@ def launch_training(name: str, flags: list[str], run: Path, log_path: Path, cfg:
     }
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):  # left by an in-process run, if any
         env.pop(key, None)
-    metrics = run / "metrics.jsonl"
+    pending = list(names)
     with open(log_path, "ab") as log, training_progress(disable=not console.is_terminal) as bar:
-        task = bar.add_task("train", total=steps, parts=name)
+        task = bar.add_task("train", total=steps, parts=pending[0])
         started = time.perf_counter()
         proc = subprocess.Popen(
             ["bash", str(LAUNCH / "train.sh"), *flags],
@@ -227,24 +235,35 @@ def launch_training(name: str, flags: list[str], run: Path, log_path: Path, cfg:
         )
         shown = 0  # in a log file (no live bar): one line per tenth of the steps
         try:
-            while proc.poll() is None:
+            while pending:
+                done = proc.poll() is not None
+                name = pending[0]
+                if (runs / name / "final" / "config.yaml").is_file():
+                    step, loss = last_logged(runs / name / "metrics.jsonl", max(1, steps // 10))
+                    console.print(
+                        f"  {name}: {step} steps in {time.perf_counter() - started:.0f} s, "
+                        f"lm loss {loss:.3f} (last {max(1, steps // 10)} steps)"
+                    )
+                    pending.pop(0)
+                    started, shown = time.perf_counter(), 0
+                    bar.reset(task, total=steps, parts=pending[0] if pending else "")
+                    continue
+                if done:
+                    break
                 time.sleep(0.5)
-                step, loss = last_logged(metrics)
+                step, loss = last_logged(runs / name / "metrics.jsonl")
                 bar.update(task, completed=step, parts=f"{name}  lm {loss:.3f}" if step else name)
                 if not console.is_terminal and step >= shown + max(1, steps // 10):
                     console.print(f"  {name}: step {step}/{steps}, lm loss {loss:.3f}")
                     shown = step
+            proc.wait()
         except KeyboardInterrupt:
             stop_session(proc)
-            raise UserError(f"interrupted while training {name}; run the same command again to resume") from None
-    if proc.returncode != 0:
+            raise UserError(f"interrupted while training {pending[0]}; run the same command again to resume") from None
+    if proc.returncode != 0 or pending:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        raise UserError(f"training {name} failed (exit {proc.returncode}); its log is {log_path}:\n{tail}")
-    last_rows = max(1, steps // 10)
-    step, loss = last_logged(metrics, last_rows)
-    console.print(
-        f"  {name}: {step} steps in {time.perf_counter() - started:.0f} s, lm loss {loss:.3f} (last {last_rows} steps)"
-    )
+        where = f" at {pending[0]}" if pending else ""
+        raise UserError(f"training{where} failed (exit {proc.returncode}); its log is {log_path}:\n{tail}")
 
 
 def last_logged(metrics: Path, rows: int = 1) -> tuple[int, float]:

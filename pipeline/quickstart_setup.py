@@ -12,11 +12,15 @@ from stages.config_files import merge_settings
 from stages.train.config import TrainConfig
 from stages.train.pretrained_twin import TwinRecipe
 
-# The arms of every seed, with their `coat-pipe train` flags. base: no block, no heads; control: the same
-# block and heads as CoAT with λ = 0, so any difference from CoAT is the supervision's. All three share
-# the LoRA initialisation, data order and steps of their seed (CoAT and the control also the block rows
-# and heads).
-ARMS = {"coat": [], "base": ["--no-think"], "control": ["--block-control"]}
+# The arms of every seed, with their TrainConfig settings (`coat-pipe train` flags: none, --no-think,
+# --block-control). base: no block, no heads; control: the same block and heads as CoAT with λ = 0, so any
+# difference from CoAT is the supervision's. All three share the LoRA initialisation, data order and steps
+# of their seed (CoAT and the control also the block rows and heads).
+ARMS: dict[str, dict[str, Any]] = {
+    "coat": {},
+    "base": {"model": {"no_think": True}},
+    "control": {"model": {"distill_weight": 0.0}},
+}
 VARIANTS = tuple(ARMS)
 LABELS = {"coat": "CoAT", "base": "baseline", "control": "control"}
 

@@ -16,7 +16,10 @@ from stages.progress import out
 @user_errors
 def train(
     corpus: CorpusOpt,
-    out_dir: Annotated[Path, typer.Option("--out", help="Run directory (config, metrics, checkpoints, final/).")],
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", help="Run directory (config, metrics, checkpoints, final/); with --sweep, their parent."),
+    ],
     backbone: Annotated[str | None, typer.Option(help="qwen2-audio, qwen2.5-omni, af3, or tiny-<name>.")] = None,
     experts: Annotated[
         str | None, typer.Option(help="Store experts to distil, comma-separated (default: all).")
@@ -46,6 +49,13 @@ def train(
     ds_config: Annotated[
         Path | None, typer.Option(help='DeepSpeed JSON; "auto" values are filled in (default launch/ds_zero2.json).')
     ] = None,
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML list of runs to train one after another in the same ranks (one launch): each entry has a "
+            "name (its folder under --out) and TrainConfig settings that win over the command's own.",
+        ),
+    ] = None,
     set_option: Annotated[
         list[str] | None,
         typer.Option(
@@ -62,11 +72,16 @@ def train(
     Several ranks: [bold]bash launch/train.sh --backbone af3 --corpus data/train --out runs/af3[/] (all local GPUs,
     or 2 CPU ranks), [bold]sbatch launch/train.sh ...[/] on SLURM. SIGTERM or SIGUSR1 make every rank checkpoint
     at the next step and exit with code 75; the same command with --resume continues.
+
+    Several runs in one launch: [bold]bash launch/train.sh --config common.yaml --corpus data/train --out runs
+    --sweep arms.yaml[/], where arms.yaml lists [bold]- {name: base, model: {no_think: true}}[/] and so on
+    (stages/train/sweep.py).
     """
     from stages.config_files import load_config, merge_settings, parse_assignments
     from stages.train.config import TrainConfig
     from stages.train.recipe import run_train
     from stages.train.stop_signal import EXIT_INTERRUPTED
+    from stages.train.sweep import sweep_configs
 
     model = {
         "backbone": backbone,
@@ -93,16 +108,18 @@ def train(
         "model": model,
     }
     settings = merge_settings(parse_assignments(set_option, shape="KEY=VALUE or SECTION.KEY=VALUE"), overrides)
-    result = run_train(load_config(TrainConfig, config, settings))
-    if result["interrupted"]:
+    runs = [load_config(TrainConfig, config, settings)] if sweep is None else sweep_configs(sweep, config, settings)
+    for cfg in runs:  # a sweep's runs in order; every one is checked before the first trains
+        result = run_train(cfg)
+        if result["interrupted"]:
+            if result["rank"] == 0:
+                out.print(f"interrupted at step {result['steps']}; continue with the same command and --resume")
+            raise typer.Exit(EXIT_INTERRUPTED)
         if result["rank"] == 0:
-            out.print(f"interrupted at step {result['steps']}; continue with the same command and --resume")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if result["rank"] == 0:
-        out.print(
-            f"trained {result['steps']} steps → {result['run']}/final  "
-            f"(skipped clips: {result['skipped'] or 'none'}; {result['wall_seconds']:.0f} s)"
-        )
+            out.print(
+                f"trained {result['steps']} steps → {result['run']}/final  "
+                f"(skipped clips: {result['skipped'] or 'none'}; {result['wall_seconds']:.0f} s)"
+            )
 
 
 @app.command()

@@ -114,8 +114,13 @@ class CoatModel(nn.Module):
         if self.think is None or not self.heads:
             return result
         states = self.thinking_states(out.hidden_states[self.think_layer], inputs["input_ids"])
+        # With λ = 0 (the block control) no weight learns from the heads: 0 · loss adds exact zeros to every
+        # gradient. Their losses are still computed for the log, without a graph, so the control does not
+        # pay a backward pass through them.
+        supervised = torch.is_grad_enabled() and self.config.distill_weight != 0
         for name, head in self.heads.items():
-            slots, clip = head(states.to(head.proj_in.weight.dtype))
+            with torch.set_grad_enabled(supervised):
+                slots, clip = head(states.to(head.proj_in.weight.dtype))
             slots, clip = slots.float(), clip.float()  # losses in float32 whatever the training precision
             loss = expert_loss(self.specs[name].kind, slots, clip, batch.targets[name].to(device))
             result.slots[name], result.clips[name], result.expert_losses[name] = slots, clip, loss

@@ -1,8 +1,11 @@
-"""DeepSpeed's CPU ops, compiled on first use: one ninja for every process, and a refusal instead of a hang.
+"""DeepSpeed's CPU ops: none compiled by default, and where a config asks for one, one ninja and no hang.
 
-On the CPU accelerator DeepSpeed compiles its shared-memory all-reduce op (`deepspeed_shm_comm`) and its
-Adam (`fused_adam`) with torch's extension builder the first time a machine runs them, and reuses them
-after. Two things can spoil that:
+On the CPU accelerator DeepSpeed would JIT-compile two ops with torch's extension builder on a machine's
+first run, about two minutes on 2 cores: its shared-memory all-reduce (`deepspeed_shm_comm`), which only
+DeepSpeed-inference's tensor-parallel all-reduce uses, never training's gloo collectives; and its Adam
+(`fused_adam`), which on CPU does what torch's AdamW does. `skip_shm_comm_op` and the `torch_adam` default
+in `recipe.deepspeed_config` ask for neither. A user's DeepSpeed config may still ask for DeepSpeed's
+Adam on CPU (`"torch_adam": false`); then two things can spoil the build:
 - torch runs the first `ninja` on PATH. An environment with the `ninja` wheel next to a system ninja of
   another version runs one or the other depending on PATH (a launched rank, a test, a shell), and
   ninja 1.12+ and 1.11 cannot read each other's build log, so each discards the other's build: two
@@ -69,3 +72,14 @@ def answer_cpu_info_once() -> None:
 
     if not hasattr(cpuinfo.get_cpu_info, "cache_info"):
         cpuinfo.get_cpu_info = functools.cache(cpuinfo.get_cpu_info)
+
+
+def skip_shm_comm_op() -> None:
+    """Tell DeepSpeed its shared-memory comm op is not available here, so `init_distributed` does not build it.
+
+    DeepSpeed builds the op whenever its probe of the machine's ops says it could, and keeps the probe's
+    answers in one dict that it documents as editable. The op serves only `inference_all_reduce`
+    (DeepSpeed-inference's tensor parallelism); ZeRO's collectives go through the gloo process group."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False

@@ -46,7 +46,12 @@ from stages.train.data import (
     usable_items,
 )
 from stages.train.model import CoatModel
-from stages.train.op_build import answer_cpu_info_once, prefer_environment_ninja, refuse_stale_build_locks
+from stages.train.op_build import (
+    answer_cpu_info_once,
+    prefer_environment_ninja,
+    refuse_stale_build_locks,
+    skip_shm_comm_op,
+)
 from stages.train.run_dir import check_run_dir, drop_rows_after
 from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
 from store_schema.corpus import read_corpus
@@ -74,7 +79,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
             probe.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
     on_gpu = uses_gpu()
-    if not on_gpu:  # DeepSpeed compiles its CPU ops below on a first run
+    if not on_gpu:  # no compiled op by default; a config asking for DeepSpeed's own Adam compiles one
+        skip_shm_comm_op()
         prefer_environment_ninja()
         refuse_stale_build_locks()
         answer_cpu_info_once()
@@ -106,6 +112,11 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
     for key, value in (("lr", cfg.lr), ("weight_decay", cfg.weight_decay)):
         if params.get(key) == "auto":
             params[key] = value
+    optimizer = ds.get("optimizer")
+    if not on_gpu and optimizer and str(optimizer.get("type", "")).lower() in ("adam", "adamw"):
+        # torch's AdamW unless the config says otherwise: DeepSpeed's Adam on CPU is a JIT-compiled op
+        # (two minutes on a fresh 2-core machine) doing the same update (stages/train/op_build.py)
+        optimizer.setdefault("params", {}).setdefault("torch_adam", True)
     ds.pop("train_batch_size", None)  # derived by DeepSpeed from micro batch × accumulation × world
     return ds
 

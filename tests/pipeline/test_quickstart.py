@@ -88,7 +88,7 @@ def test_a_stop_checkpoints_and_the_next_run_resumes(finished):
     out, _, interrupted_at = finished
     step = int(interrupted_at.removeprefix("step"))
     assert 0 < step < STEPS  # saved on the signal, not at a save_every boundary or the end
-    assert f"resumed from {interrupted_at}" in (out / "logs" / "coat-seed0.log").read_text()
+    assert f"resumed from {interrupted_at}" in (out / "logs" / "train.log").read_text()
 
 
 def _verdicts(out: Path, name: str, field: str) -> dict[str, bool]:

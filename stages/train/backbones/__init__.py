@@ -1,22 +1,45 @@
-"""The backbone registry: a plain dict from name to backbone, `tiny-` twins built offline on first use."""
+"""The backbone registry: a mapping from name to backbone, `tiny-` twins built offline on first use."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from stages.train.backbones.af3 import AudioFlamingo3Backbone
 from stages.train.backbones.base import Backbone
-from stages.train.backbones.qwen2_5_omni import Qwen25OmniBackbone
-from stages.train.backbones.qwen2_audio import Qwen2AudioBackbone
 from store_schema.errors import UserError
 
-BACKBONES: dict[str, Backbone] = {
-    "qwen2-audio": Qwen2AudioBackbone(),
-    "qwen2.5-omni": Qwen25OmniBackbone(),
-    "af3": AudioFlamingo3Backbone(),
+# name -> (module, class). A backbone's module imports its model classes from transformers, seconds of
+# imports per family, so a process imports only the families it asks for (every training rank pays it).
+FAMILIES = {
+    "qwen2-audio": ("stages.train.backbones.qwen2_audio", "Qwen2AudioBackbone"),
+    "qwen2.5-omni": ("stages.train.backbones.qwen2_5_omni", "Qwen25OmniBackbone"),
+    "af3": ("stages.train.backbones.af3", "AudioFlamingo3Backbone"),
 }
+
+
+class BackboneRegistry(Mapping[str, Backbone]):
+    """Reads like a dict of the three backbones; each is imported and made on its first lookup."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Backbone] = {}
+
+    def __getitem__(self, name: str) -> Backbone:
+        if name not in self._made:
+            module, cls = FAMILIES[name]  # KeyError for an unknown name, as a dict gives
+            self._made[name] = getattr(importlib.import_module(module), cls)()
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FAMILIES)
+
+    def __len__(self) -> int:
+        return len(FAMILIES)
+
+
+BACKBONES = BackboneRegistry()
 TINY_PREFIX = "tiny-"
 TINY_VERSION = "3"  # bump when a twin's config changes, so cached twins are rebuilt
 

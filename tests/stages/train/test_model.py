@@ -191,3 +191,25 @@ def test_the_arms_of_a_seed_start_from_the_same_trainable_weights(backbone, spec
     assert any("trainable_tokens" in n for n in coat)
     for name, value in coat.items():
         assert torch.equal(value, control[name]), name
+
+
+def test_the_control_heads_log_their_losses_but_no_weight_learns_from_them(specs, samples):
+    """--block-control (λ = 0): the heads' losses are computed for the log, and every gradient is the
+    answer loss's alone, as if the model had no heads (the heads run without a graph)."""
+    control = _model("tiny-qwen2-audio", specs, distill_weight=0.0)
+    batch = control.batch(samples[:2])
+    torch.manual_seed(1)  # the same dropout masks in both passes
+    out = control(batch)
+    assert set(out.expert_losses) == {"mel", "pitch"} and all(torch.isfinite(v) for v in out.expert_losses.values())
+    out.loss.backward()
+    assert all(p.grad is None for p in control.heads.parameters())
+    with_heads = {n: p.grad.clone() for n, p in control.named_parameters() if p.grad is not None}
+    control.zero_grad(set_to_none=True)
+    heads, control.heads = control.heads, torch.nn.ModuleDict()  # the same model, no heads at all
+    torch.manual_seed(1)
+    control(batch).loss.backward()
+    control.heads = heads
+    without = {n: p.grad for n, p in control.named_parameters() if p.grad is not None}
+    assert with_heads.keys() == without.keys() and any("trainable_tokens" in n for n in without)
+    for name, grad in without.items():
+        assert torch.equal(with_heads[name], grad), name

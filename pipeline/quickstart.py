@@ -16,6 +16,7 @@ Every phase skips what is already done, so running the same command again resume
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -23,8 +24,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -146,31 +149,28 @@ class Quickstart(QuickstartLayout):
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> None:
-        from stages.evaluate.run_eval import run_eval
-
+        todo = []
         for name in self.cfg.run_names():
-            run = self.runs / name
-            if (run / "eval" / "metrics.json").is_file():
-                console.print(f"  {run}/eval: already scored")
-                continue
-            metrics, _ = run_eval(
-                run, "synth", self.heldout, run / "eval", batch_size=16, max_new_tokens=8, scoring="both"
-            )
+            if (self.runs / name / "eval" / "metrics.json").is_file():
+                console.print(f"  {self.runs / name}/eval: already scored")
+            else:
+                todo.append((name, self.runs / name, self.heldout))
+        for name, (generated, likely) in in_workers(evaluate_run, todo, self.cfg.ranks):
             console.print(
-                f"  {name}: held-out accuracy {100 * metrics['accuracy']:.1f} % generated, "
-                f"{100 * metrics['likelihood']['accuracy']:.1f} % by likelihood"
+                f"  {name}: held-out accuracy {100 * generated:.1f} % generated, {100 * likely:.1f} % by likelihood"
             )
 
     def probe(self) -> None:
-        from stages.evaluate.probe import run_probes
-
+        todo = []
         for seed in range(self.cfg.seeds):
             out = self.out / "probes" / f"seed{seed}"
             if (out / "probes.json").is_file():
                 console.print(f"  {out}: already probed")
                 continue
             runs = [self.runs / f"{variant}-seed{seed}" for variant in VARIANTS]
-            run_probes(runs, self.heldout, self.cfg.training.experts, out, limit=self.cfg.probe_clips)
+            todo.append((f"seed{seed}", runs, self.heldout, self.cfg.training.experts, out, self.cfg.probe_clips))
+        for name, _ in in_workers(probe_seed, todo, self.cfg.ranks):
+            console.print(f"  {name}: probed")
 
     def readout(self) -> None:
         """`generate --readout` on the first held-out clip of READOUT_TASK, with every seed-0 run's answer."""
@@ -195,6 +195,52 @@ class Quickstart(QuickstartLayout):
                 lines = readout_clip(model, wave, item.question, out / "readout.png").lines
         record = {"clip": item.id, "question": item.question, "reference": item.reference, "answers": said}
         (out / "readout.json").write_text(json.dumps(record | {"lines": lines}, indent=1))
+
+
+def in_workers(task: Callable[..., Any], jobs: list[tuple[Any, ...]], workers: int) -> Iterator[tuple[str, Any]]:
+    """(name, task(*rest)) for each job (name, *rest), as they finish, from `workers` processes of one
+    thread each. The tiny models' evaluation and probes are Python-bound: one thread of work per core
+    beats one process with a thread per core. The results do not depend on which worker ran a job."""
+    if not jobs:
+        return
+    context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or locks
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=one_thread) as pool:
+        futures = {pool.submit(task, *rest): name for name, *rest in jobs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def one_thread() -> None:
+    """A worker's setup: one thread for torch and for numpy's BLAS (two workers with a BLAS thread per core
+    each would oversubscribe the cores, and OpenBLAS's waiting threads then spin: probes took twice as long)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)  # for the life of the worker
+    hf_logging.disable_progress_bar()
+
+
+def evaluate_run(run: Path, heldout: Path) -> tuple[float, float]:
+    """Score one run on the held-out split both ways; (generated, likelihood) accuracy."""
+    from stages.evaluate.run_eval import run_eval
+
+    metrics, _ = run_eval(
+        run, "synth", heldout, run / "eval", batch_size=16, max_new_tokens=8, scoring="both", progress=False
+    )
+    return metrics["accuracy"], metrics["likelihood"]["accuracy"]
+
+
+def probe_seed(runs: list[Path], heldout: Path, experts: list[str], out: Path, limit: int) -> None:
+    """Probe one seed's three runs on the held-out clips."""
+    from stages.evaluate.probe import run_probes
+
+    run_probes(runs, heldout, experts, out, limit=limit)
 
 
 def free_port() -> int:

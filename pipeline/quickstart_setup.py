@@ -58,7 +58,9 @@ class QuickstartConfig(BaseModel):
     # Threads per rank, fixed rather than cores // ranks: the thread count changes the order of float
     # reductions, so the same runs on a machine with more cores would give other digits.
     threads_per_rank: int = Field(default=1, ge=1)
-    probe_clips: int = 240
+    # Held-out clips the probes read (of heldout_clips): 120 since 2026-12-05, to keep the quickstart within
+    # 12 minutes on the slower 2-core machine (docs/EXPERIMENTS.md, third pre-registration)
+    probe_clips: int = 120
     # Every arm starts from the twin pretrained by this recipe (built once per machine, cached); null: from
     # the random twin, as before 2026-12-01.
     twin: TwinRecipe | None = Field(default_factory=TwinRecipe)

@@ -340,7 +340,8 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
         twin_line(q),
         "![training losses](report/losses.png)",
         "## What the hidden states hold (probes)",
-        "Linear probes, 5-fold cross-validated by clip on the held-out clips, at every layer; the table gives "
+        f"Linear probes, 5-fold cross-validated by clip on the first {min(cfg.probe_clips, cfg.heldout_clips)} "
+        "held-out clips, at every layer; the table gives "
         "each run's best layer, mean ± sd over seeds: R² of ridge probes on the standardised targets (for pitch, "
         "the average of the cents, on voiced frames, and the voicing). `@think`: the K thinking positions (the "
         "baseline is read with the untrained block appended); `@answer`: the last prompt position, where the "

@@ -34,6 +34,11 @@ class StopSignal:
         self.received: str | None = None  # what stopped the run, for its log line
         self._signum = 0  # the signal this rank received (0: none yet), what the ranks agree on
         self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        for sig in STOP_SIGNALS:
+            # SA_RESTART: the signal may land in any thread, gloo's socket threads included, and there a
+            # blocking call it interrupts must resume rather than fail with EINTR. The flag is still set
+            # at once; the loop reads it at the next step.
+            signal.siginterrupt(sig, False)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self._signum, self.received = signum, signal.Signals(signum).name

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stages.audio import AudioError
 from stages.train.batch import CoatSample, coat_sample
-from stages.train.stop_signal import ignore_stop_signals
+from stages.train.stop_signal import ignore_stop_signals, stop_signals_blocked
 from stages.train.targets import TargetSpec
 from store_schema.check import check_store
 from store_schema.corpus import CorpusInfo, TarIndex, read_corpus
@@ -246,7 +246,8 @@ def iterate_batches(loader: DataLoader) -> Iterator[list[CoatSample]]:
     """The loader's batches; a failed batch raises here (UserError for bad data), and the workers are
     always shut down on the way out. They ignore SIGTERM, so the interpreter's exit-time terminate-and-join
     would wait on them forever if an exception left the iterator alive in a traceback."""
-    iterator = iter(loader)
+    with stop_signals_blocked():  # the workers start here, and must not die of a stop signal meanwhile
+        iterator = iter(loader)
     try:
         for batch in iterator:
             if isinstance(batch, BatchFailure):

@@ -10,7 +10,8 @@ and save one consistent checkpoint instead of dying mid-step.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import TypeVar
 
@@ -34,11 +35,6 @@ class StopSignal:
         self.received: str | None = None  # what stopped the run, for its log line
         self._signum = 0  # the signal this rank received (0: none yet), what the ranks agree on
         self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
-        for sig in STOP_SIGNALS:
-            # SA_RESTART: the signal may land in any thread, gloo's socket threads included, and there a
-            # blocking call it interrupts must resume rather than fail with EINTR. The flag is still set
-            # at once; the loop reads it at the next step.
-            signal.siginterrupt(sig, False)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self._signum, self.received = signum, signal.Signals(signum).name
@@ -68,9 +64,28 @@ def ignore_stop_signals(_worker_id: int) -> None:
     SLURM signals every process of a job step, and DeepSpeed's launcher the whole process tree, so the
     workers receive SIGTERM/SIGUSR1 too. By default they die of it, and the rank then fails with
     "DataLoader worker is killed" before it can checkpoint. Ignoring them leaves the stop to the rank,
-    which shuts its workers down when it exits."""
+    which shuts its workers down when it exits. The worker was started with them blocked
+    (`stop_signals_blocked`); one that arrived since is pending, and is discarded once ignored here."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Start DataLoader workers in here: they inherit the blocked stop signals until `ignore_stop_signals`.
+
+    Without it a worker is open to them from its start to its `worker_init_fn`, and torch's own SIGTERM
+    handler, installed first thing in a worker, dies of a SIGTERM that its parent did not send. A new
+    epoch starts new workers, so a preemption at an epoch boundary could kill one and fail the rank
+    before its stop checkpoint (the flaky preempted launch test: 3 steps an epoch, signalled after 3).
+    A signal the rank receives meanwhile waits until the block ends, or reaches another of its threads,
+    and sets the stop flag as ever."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def agreed(check: Callable[[], T], device: torch.device) -> T:

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from stages.train.data import iterate_batches
 from stages.train.stop_signal import StopSignal, ignore_stop_signals
 
 
@@ -43,6 +44,24 @@ def test_dataloader_workers_outlive_the_stop_signals():
     os.kill(worker, signal.SIGUSR1)
     time.sleep(0.5)
     assert [int(p) for p in pids] == [worker] * 39  # every item still served by the same, living worker
+
+
+def _signalled_before_its_init(worker_id: int) -> None:
+    """A preemption that reaches a new worker before its worker_init_fn has run."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    ignore_stop_signals(worker_id)
+
+
+def test_a_stop_signal_before_a_new_workers_init_does_not_kill_it():
+    # A new epoch starts new workers, and a scheduler's SIGTERM can land before their worker_init_fn; torch's
+    # own handler in the worker then kills it, and the rank fails before its stop checkpoint. The training
+    # stream starts its workers with the stop signals blocked, so the signal waits and is then ignored.
+    loader = torch.utils.data.DataLoader(
+        _WorkerPids(), batch_size=None, num_workers=1, worker_init_fn=_signalled_before_its_init
+    )
+    pids = [int(p) for p in iterate_batches(loader)]
+    assert len(pids) == 40 and len(set(pids)) == 1 and pids[0] != os.getpid()
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the rank's mask is back
 
 
 def _agree_on_a_stop(rank: int, port: int, answers) -> None:

@@ -35,8 +35,9 @@ def quickstart(
     ranks, scores each on the held-out split by question type (generated and
     likelihood-ranked answers), compares CoAT with the other two arms (paired
     intervals, McNemar's p), probes them, reads out one clip and writes
-    DIR/report.md. About 12 minutes on 2 cores.
-    Run it again to resume; Ctrl-C checkpoints the training first.
+    DIR/report.md. About 12 minutes on 2 cores the first time (the twin is
+    pretrained once), 10-11 after. Run it again to resume; Ctrl-C checkpoints
+    the training first.
 
     Example: [bold]coat-pipe quickstart --out quickstart --seeds 3[/]
     """

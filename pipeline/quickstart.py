@@ -258,6 +258,7 @@ def launch_training(names: list[str], flags: list[str], runs: Path, log_path: Pa
     from stages.progress import training_progress
 
     steps = cfg.training.steps
+    tenth = max(1, steps // 10)  # a log file (no live bar) gets a line per tenth; a run's loss is over its last tenth
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bin_dir = str(Path(sys.executable).parent)  # `deepspeed` and `coat-pipe` of this environment
     env = os.environ | {
@@ -279,16 +280,16 @@ def launch_training(names: list[str], flags: list[str], runs: Path, log_path: Pa
             env=env,
             start_new_session=True,
         )
-        shown = 0  # in a log file (no live bar): one line per tenth of the steps
+        shown = 0  # the last step given a line in a log file
         try:
             while pending:
                 done = proc.poll() is not None
                 name = pending[0]
                 if (runs / name / "final" / "config.yaml").is_file():
-                    step, loss = last_logged(runs / name / "metrics.jsonl", max(1, steps // 10))
+                    step, loss = last_logged(runs / name / "metrics.jsonl", tenth)
                     console.print(
                         f"  {name}: {step} steps in {time.perf_counter() - started:.0f} s, "
-                        f"lm loss {loss:.3f} (last {max(1, steps // 10)} steps)"
+                        f"lm loss {loss:.3f} (last {tenth} steps)"
                     )
                     pending.pop(0)
                     started, shown = time.perf_counter(), 0
@@ -299,7 +300,7 @@ def launch_training(names: list[str], flags: list[str], runs: Path, log_path: Pa
                 time.sleep(0.5)
                 step, loss = last_logged(runs / name / "metrics.jsonl")
                 bar.update(task, completed=step, parts=f"{name}  lm {loss:.3f}" if step else name)
-                if not console.is_terminal and step >= shown + max(1, steps // 10):
+                if not console.is_terminal and step >= shown + tenth:
                     console.print(f"  {name}: step {step}/{steps}, lm loss {loss:.3f}")
                     shown = step
             proc.wait()

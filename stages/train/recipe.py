@@ -108,15 +108,15 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
             ds[key] = value
     if ds.get("bf16", {}).get("enabled") == "auto":
         ds["bf16"]["enabled"] = on_gpu  # bf16 on GPU, fp32 on CPU
-    params = ds.get("optimizer", {}).get("params", {})
+    optimizer = ds.get("optimizer", {})
+    params = optimizer.get("params", {})
     for key, value in (("lr", cfg.lr), ("weight_decay", cfg.weight_decay)):
         if params.get(key) == "auto":
             params[key] = value
-    optimizer = ds.get("optimizer")
-    if not on_gpu and optimizer and str(optimizer.get("type", "")).lower() in ("adam", "adamw"):
+    if not on_gpu and str(optimizer.get("type", "")).lower() in ("adam", "adamw"):
         # torch's AdamW unless the config says otherwise: DeepSpeed's Adam on CPU is a JIT-compiled op
         # (two minutes on a fresh 2-core machine) doing the same update (stages/train/op_build.py)
-        optimizer.setdefault("params", {}).setdefault("torch_adam", True)
+        optimizer.setdefault("params", params).setdefault("torch_adam", True)
     ds.pop("train_batch_size", None)  # derived by DeepSpeed from micro batch × accumulation × world
     return ds
 

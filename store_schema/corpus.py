@@ -238,9 +238,12 @@ def conversation_turns(messages: Any) -> tuple[str, str]:
 def sample_meta(entries: dict[str, Any], where: str) -> dict[str, Any]:
     """A tar sample's json entry, checked: an object whose conversation `conversation_turns` accepts.
     Raises ValueError naming `where` (the tar and key) and the reason."""
-    raw = entries.get("json")
-    if raw is None:
+    found = _fields(entries, "json")
+    if not found:
         raise ValueError(f"{where}: the sample has no json entry")
+    if len(found) > 1:
+        raise ValueError(f"{where}: the sample has {len(found)} json entries ({', '.join(found)}); expected one")
+    raw = entries[found[0]]
     try:
         meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -254,11 +257,19 @@ def sample_meta(entries: dict[str, Any], where: str) -> dict[str, Any]:
     return meta
 
 
+def _fields(sample: dict[str, Any], ext: str) -> list[str]:
+    """The sample's fields of one format. WebDataset's key ends at the first dot of a member's basename, so
+    `KEY.take2.flac` is field `take2.flac` of sample KEY: a field's format is its last dotted part."""
+    return [name for name in sample if not name.startswith("__") and name.rpartition(".")[2] == ext]
+
+
 def sample_audio(sample: dict[str, Any]) -> tuple[bytes, str] | None:
-    """The audio bytes of a sample and their format, or None when it has none."""
+    """The audio bytes of a sample and their format, or None when it has none (first format in
+    AUDIO_EXTENSIONS order; `flac` before `take2.flac`)."""
     for ext in AUDIO_EXTENSIONS:
-        if ext in sample:
-            return sample[ext], ext
+        found = sorted(_fields(sample, ext), key=lambda name: (name != ext, name))
+        if found:
+            return sample[found[0]], ext
     return None
 
 

@@ -52,6 +52,7 @@ from stages.train.op_build import (
     refuse_stale_build_locks,
     skip_shm_comm_op,
 )
+from stages.train.ranks import rank_device
 from stages.train.run_dir import check_run_dir, drop_rows_after
 from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
 from store_schema.corpus import read_corpus
@@ -85,8 +86,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
         refuse_stale_build_locks()
         answer_cpu_info_once()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-    local_rank = int(os.environ["LOCAL_RANK"])
-    device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
+    device = rank_device(on_gpu)
     if on_gpu:
         torch.cuda.set_device(device)
     return dist.get_rank(), dist.get_world_size(), device

@@ -134,6 +134,44 @@ def test_one_machine_uses_cpu_ranks_and_resumes_a_finished_run(corpus, tmp_path)
     assert _steps(run) == [1, 2, 3, 4]
 
 
+STAND_IN = Path(__file__).with_name("stand_in")
+
+
+def test_two_tasks_per_node_get_their_local_rank_and_device_and_a_batch_shell_sigterm_reaches_them(tmp_path):
+    """2 nodes × 2 tasks, each task a stand-in `coat-pipe` that records what train.sh gave it: RANK and
+    WORLD_SIZE global, LOCAL_RANK the task's index on its node (so rank 2 drives cuda:0 of the second
+    node), one rendezvous. Then `scancel --batch`: SIGTERM to the batch shell alone, which must pass it
+    on to every task (SLURM itself would not)."""
+    log = tmp_path / "ranks"
+    log.mkdir()
+    env = _env(tmp_path) | {"FAKE_SLURM_TASKS_PER_NODE": "2", "STAND_IN_LOG": str(log)}
+    env["PATH"] = f"{STAND_IN}:{env['PATH']}"
+    run = tmp_path / "run"
+    job = subprocess.Popen(
+        ["sbatch", str(TRAIN_SH), "--corpus", "c", "--out", str(run)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while len(list(log.glob("rank*.json"))) < 4 and time.time() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR2)
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 75, output  # EXIT_INTERRUPTED, passed through train.sh and sbatch
+    ranks = [json.loads((log / f"rank{r}.json").read_text()) for r in range(4)]
+    assert [(r["node"], r["RANK"], r["LOCAL_RANK"], r["WORLD_SIZE"]) for r in ranks] == [
+        ("localhost", "0", "0", "4"),
+        ("localhost", "1", "1", "4"),
+        ("127.0.0.1", "2", "0", "4"),
+        ("127.0.0.1", "3", "1", "4"),
+    ]
+    assert [r["device"] for r in ranks] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert len({(r["MASTER_ADDR"], r["MASTER_PORT"]) for r in ranks}) == 1 and ranks[0]["MASTER_ADDR"] == "localhost"
+    assert all(r["argv"][:1] == ["train"] and r["argv"][-1] == "--resume" for r in ranks)
+    assert (run / "hostfile").read_text() == "localhost slots=2\n127.0.0.1 slots=2\n"
+    assert [(log / f"rank{r}.signal").read_text() for r in range(4)] == ["SIGTERM"] * 4
+    assert "scancel --batch: SIGTERM to the batch shell" in output and "SIGTERM received, checkpoint saved" in output
+
+
 def test_train_sh_without_out_says_what_to_pass(tmp_path):
     done = subprocess.run(["bash", str(TRAIN_SH), "--steps", "3"], env=_env(tmp_path), capture_output=True, text=True)
     assert done.returncode == 2 and "pass --out RUN_DIR" in done.stderr

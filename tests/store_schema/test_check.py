@@ -82,6 +82,23 @@ def test_missing_and_stale_stats(corpus):
     assert "other options" in _problems(corpus)
 
 
+@pytest.mark.parametrize(("part", "field"), [("frames", "mean"), ("clip", "std")])
+def test_stats_that_differ_from_the_stored_frames_are_named_when_the_fingerprint_holds(corpus, part, field):
+    """A stats file whose fingerprint, clip count and shape are right but whose values are not those of
+    the stored targets: only recomputing them from the frames shows it, which the full check does."""
+    path = corpus / "stats" / "mel.json"
+    stats = json.loads(path.read_text())
+    stats[part][field][5] *= 1.01  # one dimension, 1 %: beyond float rounding, within any range check
+    path.write_text(json.dumps(stats))
+    assert check_store(read_corpus(corpus), full=False) == []  # structure alone cannot see it
+    problems = check_store(read_corpus(corpus), full=True)
+    assert [(p.shard, p.what) for p in problems] == [
+        ("stats", "stats/mel.json differs from the stats of the stored frames")
+    ]
+    result = cli("store", "check", corpus, expect=1)
+    assert "stats/mel.json differs from the stats of the stored frames" in result.output
+
+
 def test_extract_refuses_to_mix_options_without_overwrite(corpus):
     result = cli("extract", "--corpus", corpus, "--expert", "mel", "--set", "mel.n_mels=64", expect=2)
     assert "other expert options" in result.output and "--overwrite" in result.output.replace("\n", " ")

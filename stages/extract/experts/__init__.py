@@ -154,7 +154,9 @@ def load_expert(
         kwargs["checkpoint"] = checkpoint
     elif checkpoint is not None:
         raise UserError(f"expert {name!r} has no weights to load; drop its checkpoint")
-    return loader(**{k: v for k, v in kwargs.items() if k in accepted})
+    expert = loader(**{k: v for k, v in kwargs.items() if k in accepted})
+    expert.run_dtype = dtype
+    return expert
 
 
 def _typed_options(name: str, loader: Any, options: dict[str, Any]) -> dict[str, Any]:

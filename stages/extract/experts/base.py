@@ -24,6 +24,10 @@ class Expert:
     frame_rate: float
     dim: int
     min_seconds: float = 0.0  # shorter clips get Status.TOO_SHORT
+    # The precision the expert computes in (set by `load_expert`); part of the fingerprint unless the
+    # expert computes in float32 whatever it is asked (`dtype_matters = False`).
+    dtype_matters: ClassVar[bool] = True
+    run_dtype: str = "float32"
 
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -50,5 +54,5 @@ class Expert:
             dim=self.dim,
             pooling="pitch-voiced-mean" if self.kind == "pitch" else "mean",
             code_version=self.code_version,
-            options=d.get("options", {}),
+            options={**d.get("options", {}), **({"dtype": self.run_dtype} if self.dtype_matters else {})},
         )

@@ -10,6 +10,7 @@ float32 whatever `--dtype` says.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from stages.extract.experts.base import Expert
 from stages.extract.experts.clip_level import ClipExpert
+from stages.extract.experts.hf_loading import weights_digest
 from store_schema.errors import UserError
 
 HUB_ID = "iic/emotion2vec_plus_large"
@@ -53,9 +55,20 @@ def _funasr_model(checkpoint: str | None, device: str, trust_remote_code: bool) 
         raise UserError(f"{checkpoint or HUB_ID}: not a usable emotion2vec model ({reason})") from None
 
 
+def _revision(source: str) -> str:
+    """A model folder's weights and config (config.yaml is not a weight file, so it is added), else the hub id."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return source
+    config = folder / "config.yaml"
+    text = weights_digest(folder) + (config.read_text() if config.is_file() else "")
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class Emotion2VecExpert(Expert):
     name = "emotion2vec"
     kind = "embedding"
+    dtype_matters = False  # FunASR runs float32
     sample_rate = 16000
     frame_rate = 16000 / HOP
     min_seconds = FIELD / 16000
@@ -82,12 +95,13 @@ class Emotion2VecExpert(Expert):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.source, "revision": self.source, "layer": "frame"}
+        return {"model": self.source, "revision": _revision(self.source), "layer": "frame"}
 
 
 class Emotion2VecProbsExpert(ClipExpert):
     name = "emotion2vec-probs"
     kind = "probs"
+    dtype_matters = False
     sample_rate = 16000
     min_seconds = FIELD / 16000
 
@@ -114,4 +128,5 @@ class Emotion2VecProbsExpert(ClipExpert):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.source, "revision": self.source, "layer": "utterance", "options": {"labels": self.labels}}
+        options = {"labels": self.labels}
+        return {"model": self.source, "revision": _revision(self.source), "layer": "utterance", "options": options}

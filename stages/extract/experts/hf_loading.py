@@ -49,10 +49,28 @@ def check_model_type(source: str, expected: tuple[str, ...], expert: str) -> Non
             raise UserError(f"{source} holds a {model_type!r} model, not {expert} ({' or '.join(expected)})")
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of a local model folder's weight files: new weights saved at the same
+    path give a new digest (a whole read of the weights, seconds at large-v3's 3 GB, once per run)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def revision_of(model: Any, source: str) -> str:
-    """The hub commit when known, else a digest of the config: what decides the numbers."""
+    """The hub commit when known; else a digest of the config and, for a local folder, of its weight files:
+    what decides the numbers."""
     commit = getattr(model.config, "_commit_hash", None)
     if commit:
         return str(commit)
     text = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+    if Path(source).is_dir():
+        text += weights_digest(Path(source))
     return hashlib.sha256((source + text).encode()).hexdigest()[:16]

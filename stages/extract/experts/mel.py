@@ -47,6 +47,7 @@ class MelExpert(Expert):
 
     name = "mel"
     kind = "spectrum"
+    dtype_matters = False  # always float32
 
     def __init__(
         self,

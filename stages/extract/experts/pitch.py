@@ -30,6 +30,7 @@ class PitchExpert(Expert):
 
     name = "pitch"
     kind = "pitch"
+    dtype_matters = False  # onnxruntime in float32
     sample_rate = 16000
     dim = 2
 

@@ -4,8 +4,6 @@ predictions (fixtures/official_scores.json; how they were made is written in it)
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import cli
 from tests.stages.evaluate.scoring_cases import mmar_rows, prediction_for
 
@@ -13,6 +11,8 @@ OFFICIAL = json.loads(Path(__file__).with_name("fixtures").joinpath("official_sc
 
 
 def _compare(metrics: dict, official: dict) -> None:
+    # our scorer found both right and wrong answers among these predictions, so agreeing is not vacuous
+    assert 0 < metrics["accuracy"] < 1
     assert metrics["n"] == official["total"]["n"]
     assert round(100 * metrics["accuracy"], 2) == official["total"]["accuracy_pct"]
     for group, values in official.items():
@@ -45,9 +45,3 @@ def test_mmar_scores_equal_the_official_script(tmp_path):
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     metrics = _score("mmar", manifest, rows, [r["id"] for r in rows], tmp_path)
     _compare(metrics, OFFICIAL["mmar"])
-
-
-@pytest.mark.parametrize("benchmark", ["mmau", "mmar"])
-def test_the_fixture_covers_every_kind_of_answer(benchmark):
-    """The official accuracy lies strictly between 0 and 100: right and wrong answers are both in it."""
-    assert 0 < OFFICIAL[benchmark]["total"]["accuracy_pct"] < 100

@@ -21,25 +21,51 @@ def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_items(a_only, b_on
 
 
 def _plain_bootstrap(a, b, resamples, rng):
-    """The textbook loop: draw seeds, draw items, average the paired differences."""
+    """The textbook loop for a paired design: draw seeds, draw items, and take the same draw for both
+    arms (the k-th run of each arm is the same seed, the j-th item the same question)."""
     seeds, items = a.shape
     out = []
     for _ in range(resamples):
         s = rng.integers(0, seeds, seeds) if seeds > 1 else [0]
         i = rng.integers(0, items, items)
-        out.append(np.mean([(b[k, i] - a[k, i]).mean() for k in s]))
+        out.append(np.mean([b[k, i].mean() - a[k, i].mean() for k in s]))
     return np.percentile(out, [2.5, 97.5])
 
 
+def _shared_effects(seeds: int, items: int, gap: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Two arms that share a strong seed effect (a seed's runs are both good or both poor) and item effect
+    (a hard question is hard for both), B better by about `gap`: where pairing matters most."""
+    seed_level = np.linspace(-1.5, 1.5, seeds)[:, None] if seeds > 1 else np.zeros((1, 1))
+    item_level = rng.normal(0, 1.5, (1, items))
+    noise = rng.random((2, seeds, items))
+    p = 1 / (1 + np.exp(-(seed_level + item_level)))
+    a = (noise[0] < p).astype(np.int8)
+    b = (noise[1] < np.clip(p + gap, 0, 1)).astype(np.int8)
+    return a, b
+
+
 @pytest.mark.parametrize("seeds", [1, 3])
-def test_bootstrap_interval_agrees_with_a_plain_loop(seeds):
-    rng = np.random.default_rng(5)
-    a = (rng.random((seeds, 300)) < 0.5).astype(np.int8)
-    b = (rng.random((seeds, 300)) < 0.6).astype(np.int8)
+def test_bootstrap_interval_agrees_with_a_plain_paired_loop(seeds):
+    a, b = _shared_effects(seeds, 300, 0.05, np.random.default_rng(5))
     low, high = paired_bootstrap(a, b, resamples=4000)
     ref_low, ref_high = _plain_bootstrap(a, b, 4000, np.random.default_rng(9))
     assert abs(low - ref_low) < 0.01 and abs(high - ref_high) < 0.01  # Monte Carlo error of 4000 draws
     assert low < (b.mean() - a.mean()) < high
+    if seeds == 1:
+        return
+    # Unpaired, the shared seed effect would widen the interval: the comparison above has teeth.
+    rng = np.random.default_rng(9)
+    unpaired = [
+        b[rng.integers(0, seeds, seeds)][:, rng.integers(0, 300, 300)].mean()
+        - a[rng.integers(0, seeds, seeds)][:, rng.integers(0, 300, 300)].mean()
+        for _ in range(2000)
+    ]
+    assert np.subtract(*np.percentile(unpaired, [97.5, 2.5])) > 1.5 * (ref_high - ref_low)
+
+
+def test_identical_arms_over_three_seeds_give_an_interval_of_zero():
+    a, _ = _shared_effects(3, 200, 0.0, np.random.default_rng(2))
+    assert paired_bootstrap(a, a.copy(), resamples=2000) == (0.0, 0.0)
 
 
 def _runs(matrix, prefix):

@@ -125,6 +125,31 @@ def test_plain_transformers_prompts_and_answers_as_coat_pipe_generate(backbone, 
     assert answer(load_run(out), [wave], [QUESTION], max_new_tokens=12)[0].new_ids == ours.new_ids
 
 
+def test_the_exported_template_ends_its_generation_prompt_with_the_block(trained_run, tmp_path):
+    """The fast-lane half of the plain-transformers test above (in this process, no generation): the
+    export's own processor and chat template give, token for token, the prompt `coat-pipe generate`
+    builds, whose last K + 2 tokens are the block; generation_config bans exactly those tokens."""
+    from transformers import AutoProcessor
+
+    from stages.evaluate.answer import encode_prompts
+    from stages.train.think import thinking_block
+
+    run, out = trained_run("tiny-qwen2-audio"), tmp_path / "export"
+    cli("export", "--run", run, "--out", out)
+    processor = AutoProcessor.from_pretrained(out)
+    conversation = [
+        {"role": "user", "content": [{"type": "audio", "audio": "clip"}, {"type": "text", "text": QUESTION}]}
+    ]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    assert text.endswith("<|im_start|>assistant\n" + thinking_block(4))
+    wave, _ = _wave(tmp_path)
+    plain = processor(text=[text], audio=[wave], sampling_rate=16000, return_tensors="pt")["input_ids"][0].tolist()
+    ours = encode_prompts(load_run(run), [wave], [QUESTION])["input_ids"][0].tolist()
+    think = json.loads((out / "coat_pipe.json").read_text())["think_ids"]
+    assert plain == ours and plain[-len(think) :] == think and len(think) == 6
+    assert json.loads((out / "generation_config.json").read_text())["suppress_tokens"] == think
+
+
 def test_adapter_only_on_the_base_gives_the_merged_logits(trained_run, tmp_path):
     from peft import PeftModel
     from transformers import Qwen2AudioForConditionalGeneration

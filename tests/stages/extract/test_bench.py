@@ -1,20 +1,27 @@
-"""Smoke tests of `bench extract` and `bench check`: both paths run and the table is printed. The figures
-are measured by hand and recorded in docs/PERFORMANCE.md; no bound on a ratio is asserted here."""
+"""`bench extract` and `bench check`: the figures they report are consistent with the corpus they made
+(the audio they timed, the findings on a sound store) and with each other (each ratio is the quotient of
+its two timings). No bound on a ratio is asserted: those are measured by hand (docs/PERFORMANCE.md)."""
 
 import pytest
 
-from tests.helpers import cli
+from stages.corpus.synth import write_synth_corpus
+from stages.extract.bench import bench_extract
+from stages.extract.bench_check import bench_check
+from store_schema.corpus import read_corpus
 
 
 @pytest.mark.slow
-def test_bench_extract_smoke(tmp_path):
-    out = cli("bench", "extract", "--expert", "mel", "--clips", 6, "--workers", 0, "--workdir", tmp_path).output
-    assert "bare loop" in out and "full extract path" in out and "ratio full / bare throughput:" in out
+def test_bench_extract_times_the_corpus_it_made(tmp_path):
+    result = bench_extract(["mel"], 6, 0, "cpu", "float32", 240.0, tmp_path)
+    write_synth_corpus(tmp_path / "same", 6, seed=0, shard_size=1, progress=False)  # what the bench synthesises
+    assert result["audio_seconds"] == pytest.approx(read_corpus(tmp_path / "same").seconds, abs=0.01)
+    assert result["ratio"] == pytest.approx(result["bare_seconds"] / result["full_seconds"])
+    assert result["ratio"] == pytest.approx(result["full_speed"] / result["bare_speed"])
 
 
 @pytest.mark.slow
-def test_bench_check_smoke():
-    """Both modes run on a fresh synthetic store and find nothing."""
-    result = cli("bench", "check", "--clips", 8, "--expert", "mel")
-    assert "--quick (structure)" in result.output and "full (every value and sample)" in result.output
-    assert "ratio full / quick:" in result.output
+def test_bench_check_finds_nothing_on_a_sound_store_and_reports_its_size():
+    result = bench_check(None, 8, ["mel"])
+    assert result["findings"] == 0 and result["clips"] == 8
+    assert result["ratio"] == pytest.approx(result["full_seconds"] / result["quick_seconds"])
+    assert result["full_s_per_audio_hour"] == pytest.approx(result["full_seconds"] / result["audio_hours"])

@@ -63,7 +63,14 @@ def test_frames_follow_the_duration_and_batching_changes_nothing(name, tiny_dir)
         assert np.allclose([o.sum() for o in batched], 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", MODEL_EXPERTS)
+# The fast lane runs one expert of each way of loading (a BEATs .pt, a transformers folder, a FunASR folder);
+# the others' end-to-end runs are in the slow lane (each is seconds; their unit tests above stay fast).
+FAST_END_TO_END = ("beats", "whisper", "emotion2vec")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST_END_TO_END else pytest.param(n, marks=pytest.mark.slow) for n in MODEL_EXPERTS]
+)
 def test_extract_on_synthetic_and_real_speech_then_store_check(name, tiny_dir, synth_corpus, speech_corpus, tmp_path):
     checkpoint = make_tiny(name, tiny_dir)
     for source in (synth_corpus, speech_corpus):

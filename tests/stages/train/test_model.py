@@ -75,31 +75,72 @@ def test_audio_placeholders_are_the_processors_own(coat, samples):
         coat.model(**batch.inputs)
 
 
-def test_heads_read_the_thinking_positions_and_the_block_is_causal(coat, samples):
-    batch = coat.batch(samples[:1])
-    ids = batch.inputs["input_ids"]
-    positions = coat.think.slot_positions(ids)[0]
-    embed = coat.model.get_base_model().get_input_embeddings()
-    j, nudge = 3, {}
+def _block_start(ids: list[int], start_id: int) -> int:
+    """Where the block opens, found by reading the token list (not by the code under test)."""
+    assert ids.count(start_id) == 1
+    return ids.index(start_id)
 
-    def perturb(module, args, output):
-        if nudge:
-            output = output.clone()
-            output[0, positions[j]] += 1.0
-        return output
 
-    handle = embed.register_forward_hook(perturb)
+def test_the_heads_read_the_block_tokens_in_order_at_their_layer(coat, samples):
+    """What the heads receive is the chosen layer's hidden state at the K positions right after
+    <|think_start|>, whose tokens are <|think_0|> … <|think_{K-1}|> in order."""
+    batch = coat.batch(samples[:2])
+    seen = []
+    hooks = [h.proj_in.register_forward_pre_hook(lambda m, args: seen.append(args[0])) for h in coat.heads.values()]
+    coat.eval()
     try:
         with torch.no_grad():
-            clean = coat.model(**batch.inputs, output_hidden_states=True).hidden_states[coat.think_layer]
-            nudge["on"] = True
-            moved = coat.model(**batch.inputs, output_hidden_states=True).hidden_states[coat.think_layer]
+            coat(batch)
+            hidden = coat.model(**batch.inputs, output_hidden_states=True).hidden_states
     finally:
-        handle.remove()
-    changed = (moved[0] - clean[0]).abs().amax(dim=-1) > 1e-6  # (L,)
-    assert not changed[: positions[j]].any() and changed[positions[j]] and changed[positions[j] :].all()
-    states = coat.thinking_states(clean, ids)
-    torch.testing.assert_close(states[0], clean[0, positions])
+        coat.train()
+        for hook in hooks:
+            hook.remove()
+    assert coat.think_layer == round(2 * coat.backbone.num_layers(coat.model.get_base_model()) / 3)
+    for row in range(2):
+        ids = batch.inputs["input_ids"][row].tolist()
+        first = _block_start(ids, coat.think.start) + 1
+        expected = list(range(first, first + K))
+        assert [ids[p] for p in expected] == list(coat.think.slots)
+        assert ids[first + K] == coat.think.end
+        for states in seen:  # one per head; every head reads the same states
+            torch.testing.assert_close(states[row], hidden[coat.think_layer][row, expected])
+
+
+def _heads_output(coat, batch, position: int | None) -> dict[str, torch.Tensor]:
+    """The heads' slot and clip predictions, with the input embedding of row 0 at `position` moved."""
+    embed = coat.model.get_base_model().get_input_embeddings()
+
+    def perturb(module, args, output):
+        output = output.clone()
+        output[0, position] += 1.0
+        return output
+
+    handle = embed.register_forward_hook(perturb) if position is not None else None
+    coat.eval()
+    try:
+        with torch.no_grad():
+            out = coat(batch)
+    finally:
+        coat.train()
+        if handle is not None:
+            handle.remove()
+    return {f"{e}.{part}": getattr(out, part)[e][0] for e in out.slots for part in ("slots", "clips")}
+
+
+def test_the_heads_hear_every_thinking_position_and_not_the_block_end(coat, samples):
+    """Moving the state at the last thinking position changes what the heads predict; moving the state
+    of <|think_end|>, which comes after every thinking position, changes nothing. A head that read one
+    position too early misses the first; one position too late, it hears the second."""
+    batch = coat.batch(samples[:1])
+    ids = batch.inputs["input_ids"][0].tolist()
+    last = _block_start(ids, coat.think.start) + K
+    assert ids[last] == coat.think.slots[-1] and ids[last + 1] == coat.think.end
+    clean = _heads_output(coat, batch, None)
+    at_last, at_end = _heads_output(coat, batch, last), _heads_output(coat, batch, last + 1)
+    for name, value in clean.items():
+        assert torch.equal(at_end[name], value), name
+        assert not torch.allclose(at_last[name], value), name
 
 
 def test_bundle_round_trip_is_exact(coat, samples, tmp_path):

@@ -79,6 +79,7 @@ def _agree_on_a_stop(rank: int, port: int, answers) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo ranks in child processes: seconds of start-up
 def test_a_rank_not_yet_signalled_stops_with_the_signal_another_rank_received():
     # A scheduler signals the ranks one by one: at the agreed step rank 0 may not have its SIGTERM yet,
     # and its "stopped by" line must still name the signal, not guess.

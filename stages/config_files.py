@@ -31,8 +31,20 @@ def load_config(model: type[ConfigT], yaml_path: Path | None, overrides: dict[st
         return model.model_validate(values)
     except ValidationError as e:
         where = f" in {yaml_path}" if yaml_path else ""
-        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
-        raise UserError(f"invalid {model.__name__} settings{where}:\n" + "\n".join(lines)) from None
+        found = [_finding(err) for err in e.errors()]
+        if len(found) == 1:  # the usual case: one line
+            raise UserError(f"invalid {model.__name__} setting{where}: {found[0]}") from None
+        raise UserError(f"invalid {model.__name__} settings{where}:\n" + "\n".join(f"  {f}" for f in found)) from None
+
+
+def _finding(error: Any) -> str:
+    """One pydantic error as `key: what`; a validator's own sentence stands alone, a missing key says how to give it."""
+    key = ".".join(map(str, error["loc"]))
+    if error["type"] == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{key} is required (--{key.split('.')[-1].replace('_', '-')} or {key}: in the config file)"
+    return f"{key}: {error['msg']}"
 
 
 def merge_settings(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -159,6 +159,39 @@ def bench_stream(
     print_table(title, ["source", "clips / s"], rows)
 
 
+@bench_app.command("plan")
+@user_errors
+def bench_plan(
+    seconds: Annotated[float, typer.Option(help="Seconds per clip.", min=1)] = 20.0,
+    batch_size: Annotated[int, typer.Option(help="Clips per rank per step.", min=1)] = 4,
+    hidden: Annotated[int, typer.Option(help="Width of the language model.", min=64)] = 512,
+    layers: Annotated[int, typer.Option(help="Decoder layers of the language model.", min=1)] = 8,
+    steps: Annotated[int, typer.Option(help="Training steps of each run.", min=2)] = 4,
+) -> None:
+    """`train --plan`'s memory prediction against the peak each of 2 CPU ranks holds, gradient checkpointing off
+    and on, and each one's median step time.
+
+    Example: [bold]coat-pipe bench plan[/]
+    """
+    from stages.train.bench_plan import bench_plan as run
+
+    r = run(seconds=seconds, batch_size=batch_size, steps=steps, hidden=hidden, layers=layers)
+    gib = 2**30
+    rows = [
+        (
+            f"checkpointing {mode}",
+            f"{v['predicted_bytes'] / gib:.2f} GiB",
+            f"{v['measured_bytes'] / gib:.2f} GiB",
+            f"{v['ratio']:.2f}",
+            f"{v['step_s']:.2f} s",
+        )
+        for mode, v in r.items()
+    ]
+    print_table("bench plan (2 CPU ranks)", ["run", "plan", "measured peak", "plan / measured", "step"], rows)
+    out.print(f"step time, checkpointing on / off: {r['on']['step_s'] / r['off']['step_s']:.2f}")
+    out.print(json.dumps(r))
+
+
 @bench_app.command("train-7b")
 @user_errors
 def bench_train_7b(

@@ -7,24 +7,49 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli.app import CorpusOpt, app
+from pipeline.cli.app import app
 from pipeline.errors import user_errors
 from stages.progress import out
+
+
+def _default(field: str) -> str:
+    """ " [default: X]" for a TrainConfig (or `model.`) setting: the flags default to None so that a --config
+    file and --set can fill them, and the help shows what the typed config falls back to."""
+    from stages.train.config import ModelConfig, TrainConfig
+
+    config, name = (ModelConfig, field.removeprefix("model.")) if field.startswith("model.") else (TrainConfig, field)
+    info = config.model_fields[name]
+    value = info.default_factory() if info.default_factory is not None else info.default
+    if isinstance(value, list):
+        value = ",".join(map(str, value)) or "none"
+    if value is None:
+        return ""
+    return (
+        f" \\[default: {Path(value).name if isinstance(value, Path) else value}]"  # \\[ is a literal bracket for rich
+    )
 
 
 @app.command()
 @user_errors
 def train(
-    corpus: CorpusOpt,
-    out_dir: Annotated[
-        Path,
-        typer.Option("--out", help="Run directory (config, metrics, checkpoints, final/); with --sweep, their parent."),
-    ],
-    backbone: Annotated[str | None, typer.Option(help="qwen2-audio, qwen2.5-omni, af3, or tiny-<name>.")] = None,
-    experts: Annotated[
-        str | None, typer.Option(help="Store experts to distil, comma-separated (default: all).")
+    corpus: Annotated[
+        str | None, typer.Option("--corpus", "-c", help="Corpus folder with tars + store, or s3://… gs://… URL.")
     ] = None,
-    think_tokens: Annotated[int | None, typer.Option(help="K, the thinking positions.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run directory (config, metrics, checkpoints, final/); with --sweep, their parent."),
+    ] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="Required: qwen2-audio, qwen2.5-omni, af3, or a tiny- twin (tiny-qwen2-audio …)."),
+    ] = None,
+    experts: Annotated[
+        str | None,
+        typer.Option(help="Store experts to distil, comma-separated \\[default: every expert in the store]."),
+    ] = None,
+    think_tokens: Annotated[
+        int | None, typer.Option(help="K, the thinking positions." + _default("model.think_tokens"))
+    ] = None,
     no_think: Annotated[bool, typer.Option("--no-think", help="Baseline: no block, no heads, same LoRA.")] = False,
     block_control: Annotated[
         bool,
@@ -35,19 +60,64 @@ def train(
         ),
     ] = False,
     config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig settings; flags override it.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="two-stage (align, then joint) or joint.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Clips per rank per micro-step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (warm-up then cosine).")] = None,
-    think_layer: Annotated[int | None, typer.Option(help="Hidden-state layer the heads read (default 2/3).")] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    model_path: Annotated[str | None, typer.Option(help="Local dir or hub id of the backbone's weights.")] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader workers per rank.")] = None,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (and at the end).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the model init and the data order.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps." + _default("steps"))] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="two-stage (align, then joint) or joint." + _default("schedule"))
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Clips per rank per micro-step." + _default("batch_size"))
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (warm-up then cosine)." + _default("lr"))] = None,
+    think_layer: Annotated[
+        int | None, typer.Option(help="Hidden-state layer the heads read \\[default: 2/3 of the depth].")
+    ] = None,
+    lora_rank: Annotated[
+        int | None, typer.Option(help="LoRA rank; 0 trains the whole LM." + _default("model.lora_rank"))
+    ] = None,
+    model_path: Annotated[
+        str | None, typer.Option(help="Local dir or hub id of the backbone's weights \\[default: its hub id].")
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights' precision: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16, "
+            "float16." + _default("model.dtype")
+        ),
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            help="Recompute each layer in the backward pass instead of storing its activations \\[default: on for "
+            "the real backbones, off for the tiny twins].",
+            show_default=False,
+        ),
+    ] = None,
+    attn_implementation: Annotated[
+        str | None,
+        typer.Option(
+            help="sdpa, flash_attention_2 (needs flash-attn and a GPU) or eager."
+            + _default("model.attn_implementation")
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers per rank." + _default("num_workers"))] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (and at the end)." + _default("save_every"))
+    ] = None,
+    keep_checkpoints: Annotated[
+        int | None,
+        typer.Option(help="Checkpoints kept: the newest N (and latest's, best's)." + _default("keep_checkpoints")),
+    ] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option(help="Trackers, comma-separated: tensorboard, wandb, mlflow." + _default("report_to")),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the model init and the data order." + _default("seed"))
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN/checkpoints/latest.")] = False,
     ds_config: Annotated[
-        Path | None, typer.Option(help='DeepSpeed JSON; "auto" values are filled in (default launch/ds_zero2.json).')
+        Path | None, typer.Option(help='DeepSpeed JSON; "auto" values are filled in.' + _default("ds_config"))
     ] = None,
     sweep: Annotated[
         Path | None,
@@ -55,6 +125,19 @@ def train(
             help="YAML list of runs to train one after another in the same ranks (one launch): each entry has a "
             "name (its folder under --out) and TrainConfig settings that win over the command's own.",
         ),
+    ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Train nothing, download nothing: build the backbone at its real size on PyTorch's meta device "
+            "and print parameters per part, per-GPU memory under ZeRO-2, checkpoint size and tokens per step.",
+        ),
+    ] = False,
+    plan_gpus: Annotated[int, typer.Option(help="--plan: GPUs (world size).", min=1)] = 8,
+    plan_gpu_memory: Annotated[str, typer.Option(help="--plan: memory per GPU, e.g. 80GiB, 40GB.")] = "80GiB",
+    plan_seconds: Annotated[
+        float | None, typer.Option(help="--plan: audio seconds per clip \\[default: the backbone's window, 30 s].")
     ] = None,
     set_option: Annotated[
         list[str] | None,
@@ -69,9 +152,11 @@ def train(
 
     Example: [bold]coat-pipe train --backbone tiny-qwen2-audio --corpus data/train --out runs/coat --steps 100[/]
 
-    Several ranks: [bold]bash launch/train.sh --backbone af3 --corpus data/train --out runs/af3[/] (all local GPUs,
-    or 2 CPU ranks), [bold]sbatch launch/train.sh ...[/] on SLURM. SIGTERM or SIGUSR1 make every rank checkpoint
-    at the next step and exit with code 75; the same command with --resume continues.
+    Before a cluster job: [bold]coat-pipe train --plan --backbone qwen2-audio --plan-gpus 32 --batch-size 2[/] (what
+    fits, what a checkpoint weighs). Several ranks: [bold]bash launch/train.sh --backbone af3 --corpus data/train
+    --out runs/af3[/] (all local GPUs, or 2 CPU ranks), [bold]sbatch launch/train.sh ...[/] on SLURM. SIGTERM or
+    SIGUSR1 make every rank checkpoint at the next step and exit with code 75; the same command with --resume
+    continues.
 
     Several runs in one launch: [bold]bash launch/train.sh --config common.yaml --corpus data/train --out runs
     --sweep arms.yaml[/], where arms.yaml lists [bold]- {name: base, model: {no_think: true}}[/] and so on
@@ -79,8 +164,6 @@ def train(
     """
     from stages.config_files import load_config, merge_settings, parse_assignments
     from stages.train.config import TrainConfig
-    from stages.train.recipe import run_train
-    from stages.train.stop_signal import EXIT_INTERRUPTED
     from stages.train.sweep import sweep_configs
 
     model = {
@@ -91,6 +174,9 @@ def train(
         "think_layer": think_layer,
         "lora_rank": lora_rank,
         "model_path": model_path,
+        "dtype": dtype,
+        "gradient_checkpointing": gradient_checkpointing,
+        "attn_implementation": attn_implementation,
     }
     overrides: dict[str, Any] = {
         "corpus": corpus,
@@ -102,13 +188,25 @@ def train(
         "lr": lr,
         "num_workers": workers,
         "save_every": save_every,
+        "keep_checkpoints": keep_checkpoints,
+        "report_to": report_to,
         "seed": seed,
         "resume": resume or None,
         "ds_config": ds_config,
         "model": model,
     }
     settings = merge_settings(parse_assignments(set_option, shape="KEY=VALUE or SECTION.KEY=VALUE"), overrides)
+    if plan:  # a plan needs no corpus and no run folder: placeholders stand in for them
+        from stages.train.plan import parse_memory, plan_training, print_plan
+
+        cfg = load_config(TrainConfig, config, merge_settings({"corpus": ".", "out": Path(".")}, settings))
+        memory = parse_memory(plan_gpu_memory)
+        print_plan(plan_training(cfg, plan_gpus, memory, plan_seconds), memory)
+        return
     runs = [load_config(TrainConfig, config, settings)] if sweep is None else sweep_configs(sweep, config, settings)
+    from stages.train.recipe import run_train
+    from stages.train.stop_signal import EXIT_INTERRUPTED
+
     for cfg in runs:  # a sweep's runs in order; every one is checked before the first trains
         result = run_train(cfg)
         if result["interrupted"]:

@@ -90,4 +90,22 @@ def model_card(meta: dict[str, Any], train: dict[str, Any], evaluations: dict[st
         "`coat_heads.safetensors` and `coat_pipe.json` are for coat-pipe (`coat-pipe generate --readout`).",
         "",
     ]
+    if not no_think:
+        ids = meta["think_ids"]
+        lines += [
+            "### Serving: keep the block's tokens out of the answer",
+            "",
+            "`generation_config.json` bans them (`suppress_tokens`). Where an engine ignores that field, ban",
+            "them with the setting it reads instead (both give the same tokens as `suppress_tokens` under",
+            "transformers' `generate`, tested by coat-pipe):",
+            "",
+            "```python",
+            f"think_ids = {ids}",
+            "# transformers, or any engine that takes token-id bans",
+            "model.generate(**inputs, bad_words_ids=[[t] for t in think_ids])",
+            "# OpenAI-compatible servers (vLLM's included): a logit bias of -100 on each",
+            "{'logit_bias': {str(t): -100 for t in think_ids}}",
+            "```",
+            "",
+        ]
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from peft import PeftModel
 from safetensors.torch import save_file
 from transformers import AutoConfig, GenerationConfig
 
@@ -85,12 +86,15 @@ def export_run(run: Path, out: Path, adapter_only: bool = False, overwrite: bool
     processor = coat.processor
     if coat.think:
         processor.chat_template = processor.chat_template + block_suffix(k)
+    full = not isinstance(coat.model, PeftModel)  # a full fine-tune: the bundle's weights are the model
+    if adapter_only and full:
+        raise UserError(f"{run} is a full fine-tune (lora_rank 0): it has no adapter; export it without --adapter-only")
     if adapter_only:
         # PEFT's own format: LoRA, trainable token rows, and the embedding matrices when they were resized
         coat.model.save_pretrained(out, save_embedding_layers=_vocabulary_grew(coat))
         generation = _generation_config(coat, coat.model.get_base_model().generation_config)
     else:
-        merged = coat.model.merge_and_unload()
+        merged = coat.model if full else coat.model.merge_and_unload()
         generation = _generation_config(coat, merged.generation_config)
         merged.generation_config = generation
         merged.save_pretrained(out)

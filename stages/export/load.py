@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from stages.export.folder import EXPORT_FORMAT, HEADS_FILE, META_FILE
 from stages.train.backbones import BACKBONES, resolve_backbone
-from stages.train.config import ModelConfig
+from stages.train.config import ModelConfig, resolved_dtype
 from stages.train.model import DTYPES, CoatModel
 from stages.train.targets import TargetSpec
 from stages.train.think import ThinkIds
@@ -44,7 +44,7 @@ def load_export(folder: Path | str) -> CoatModel:
         model = PeftModel.from_pretrained(model, str(folder))
     else:
         source = str(folder)
-        model, processor = backbone.load(folder, DTYPES[config.dtype])
+        model, processor = backbone.load(folder, DTYPES[resolved_dtype(config.dtype)], config.attn_implementation)
     resolve_backbone(family)  # validates the family name the same way training does
     if meta.get("block_suffix"):
         processor.chat_template = processor.chat_template.removesuffix(meta["block_suffix"])

@@ -103,7 +103,7 @@ def bench_real_size(no_think: bool, steps: int = 6, toy: bool = False) -> dict[s
         think,
         {} if no_think else specs,
     ).to(device)
-    ds = deepspeed_config(TrainConfig(corpus=Path("."), out=Path("."), batch_size=2), on_gpu)
+    ds = deepspeed_config(TrainConfig(corpus=".", out=Path("."), batch_size=2, model=config), on_gpu)
     ds["optimizer"]["params"]["torch_adam"] = True  # no JIT build of FusedAdam for a short benchmark
     engine, *_ = deepspeed.initialize(
         model=coat, model_parameters=[p for p in coat.parameters() if p.requires_grad], config=ds

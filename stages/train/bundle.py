@@ -3,6 +3,7 @@
 RUN/final/
   config.yaml            the resolved ModelConfig, the backbone, its weights' source, the think token ids
   adapter/               the PEFT adapter: LoRA weights and the block's token rows (trainable tokens)
+  model/                 instead of adapter/ for a full fine-tune (lora_rank 0): the whole model, safetensors
   processor/             the backbone's processor with the block's tokens in its tokenizer
   heads.safetensors      the per-expert heads (training only; kept for readout and probes)
   targets.json           each head's expert: kind, dim, fingerprint and the store stats it was trained on
@@ -34,7 +35,11 @@ def save_bundle(model: CoatModel, out: Path | str) -> Path:
         "think_ids": model.think.all if model.think else None,
     }
     (out / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    model.model.save_pretrained(out / "adapter")
+    if isinstance(model.model, PeftModel):
+        model.model.save_pretrained(out / "adapter")
+    else:  # a full fine-tune: the weights themselves, loadable on their own (with the processor beside them)
+        model.model.save_pretrained(out / "model")
+        model.processor.save_pretrained(out / "model")
     model.processor.save_pretrained(out / "processor")
     if len(model.heads):
         save_file({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}, out / "heads.safetensors")
@@ -45,7 +50,8 @@ def save_bundle(model: CoatModel, out: Path | str) -> Path:
 def bundle_dir(run: Path) -> Path:
     """A run directory's `final/`, or the bundle folder itself; a one-line error for anything else."""
     for candidate in (run / "final", run):
-        if (candidate / "config.yaml").is_file() and (candidate / "adapter").is_dir():
+        weights = (candidate / "adapter").is_dir() or (candidate / "model").is_dir()
+        if (candidate / "config.yaml").is_file() and weights:
             return candidate
     raise UserError(f"{run}: no model bundle (expected {run}/final/ from `coat-pipe train`)")
 
@@ -69,11 +75,16 @@ def load_bundle(path: Path | str, backbone: str | None = None, model_path: str |
     if backbone is not None and backbone.removeprefix("tiny-") != meta["backbone"]:
         raise UserError(f"{path} was trained on {meta['backbone']}, not {backbone}; load it with its own backbone")
     specs = {e: TargetSpec.from_stats(ExpertStats.from_json(d)) for e, d in targets.items()}
+    if (path / "model").is_dir():  # a full fine-tune: the bundle holds the weights, block rows included
+        config = config.model_copy(update={"model_path": str(path / "model")})
     base_backbone, source, model, processor, think = CoatModel.load_base(config)
     if (think.all if think else None) != meta["think_ids"]:
         raise UserError(f"{path}: the base tokenizer gives other ids to the thinking tokens than training did")
-    peft_model = PeftModel.from_pretrained(model, str(path / "adapter"))
-    coat = CoatModel(config, base_backbone, source, peft_model, processor, think, specs)
+    if (path / "model").is_dir():
+        coat = CoatModel(config, base_backbone, meta["source"], model, processor, think, specs)
+    else:
+        peft_model = PeftModel.from_pretrained(model, str(path / "adapter"))
+        coat = CoatModel(config, base_backbone, source, peft_model, processor, think, specs)
     if len(coat.heads):
         coat.heads.load_state_dict(load_file(path / "heads.safetensors"))
     return coat.eval()

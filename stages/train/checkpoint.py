@@ -1,10 +1,15 @@
 """Checkpoints that resume exactly and are checked before anything in them is loaded.
 
 RUN/checkpoints/
-  stepNNNNNNN/           DeepSpeed's own files (model and ZeRO optimizer states, client state)
+  stepNNNNNNN/           DeepSpeed's own files (the trainable weights and their ZeRO optimizer states, client
+                         state); the frozen base is not saved: it is the backbone's own checkpoint
     rng-rank{r}.json     each rank's Python, NumPy and torch RNG states, as plain JSON (no pickle)
     manifest.json        sha256 and size of every file above, written by rank 0 once all ranks are done
   latest                 the tag to resume from: written last, so a kill mid-save leaves the previous one
+  best                   the tag with the best validation metric, when the run validates (kept whatever its age)
+
+Only the newest `keep_checkpoints` tags stay; older ones are deleted once a newer one is published (its
+manifest written from the files on disk, then `latest`), never the tag `latest` or `best` names.
 
 DeepSpeed reads its state files with pickle, which runs code a planted file carries. A run directory
 must therefore be trusted like code; the manifest at least refuses files altered or truncated after the
@@ -17,6 +22,8 @@ import hashlib
 import json
 import os
 import random
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,8 @@ from store_schema.errors import UserError
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
+BEST = "best"
+TAG = re.compile(r"step\d{7}")
 
 
 def rng_state() -> dict[str, Any]:
@@ -67,10 +76,15 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def save_checkpoint(engine: Any, checkpoints: Path, step: int, client_state: dict[str, Any], rank: int) -> str:
-    """DeepSpeed's checkpoint, each rank's RNG state, then (rank 0) the manifest, then `latest`."""
+def save_checkpoint(
+    engine: Any, checkpoints: Path, step: int, client_state: dict[str, Any], rank: int, keep: int | None = None
+) -> str:
+    """DeepSpeed's checkpoint of the trainable weights, each rank's RNG state, then (rank 0) the manifest, then
+    `latest`, then (with `keep`) the older tags beyond the newest `keep` are deleted."""
     tag = f"step{step:07d}"
-    engine.save_checkpoint(str(checkpoints), tag=tag, client_state=client_state, save_latest=False)
+    engine.save_checkpoint(
+        str(checkpoints), tag=tag, client_state=client_state, save_latest=False, exclude_frozen_parameters=True
+    )
     _write_atomic(checkpoints / tag / f"rng-rank{rank}.json", json.dumps(rng_state()))
     if dist.is_initialized():
         dist.barrier()  # every rank's files are on disk before the manifest lists them
@@ -79,9 +93,33 @@ def save_checkpoint(engine: Any, checkpoints: Path, step: int, client_state: dic
         files = {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in _files(folder)}
         _write_atomic(folder / MANIFEST, json.dumps({"tag": tag, "files": files}, indent=1))
         _write_atomic(checkpoints / LATEST, tag)
+        if keep is not None:
+            prune_checkpoints(checkpoints, keep)
     if dist.is_initialized():
         dist.barrier()
     return tag
+
+
+def _named_tag(checkpoints: Path, pointer: str) -> str | None:
+    path = checkpoints / pointer
+    return path.read_text().strip() if path.is_file() else None
+
+
+def prune_checkpoints(checkpoints: Path, keep: int) -> list[str]:
+    """Delete every step tag but the newest `keep`, never the ones `latest` and `best` name; returns the deleted.
+    Called after `latest` names the newest, so a kill mid-delete leaves a published checkpoint to resume from
+    (and a half-deleted older tag, which nothing names and the next save deletes)."""
+    tags = sorted(p.name for p in checkpoints.iterdir() if p.is_dir() and TAG.fullmatch(p.name))
+    protected = {_named_tag(checkpoints, LATEST), _named_tag(checkpoints, BEST)}
+    doomed = [tag for tag in tags[: max(0, len(tags) - keep)] if tag not in protected]
+    for tag in doomed:
+        shutil.rmtree(checkpoints / tag, ignore_errors=True)
+    return doomed
+
+
+def mark_best(checkpoints: Path, tag: str) -> None:
+    """`best` names `tag` (a published checkpoint): retention keeps it whatever its age."""
+    _write_atomic(checkpoints / BEST, tag)
 
 
 def verified_tag(checkpoints: Path, rank: int) -> str:

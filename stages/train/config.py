@@ -8,9 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+REAL_BACKBONES = ("qwen2-audio", "qwen2.5-omni", "af3")  # each has a `tiny-` twin (stages/train/backbones/)
+TINY_PREFIX = "tiny-"
+
+
+def backbone_choices() -> str:
+    return ", ".join([*REAL_BACKBONES, *(TINY_PREFIX + n for n in REAL_BACKBONES)])
 
 
 class ModelConfig(BaseModel):
@@ -18,30 +26,72 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backbone: str = "tiny-qwen2-audio"  # qwen2-audio | qwen2.5-omni | af3, or their tiny- twins
+    backbone: str | None = None  # required: qwen2-audio | qwen2.5-omni | af3, or a tiny- twin (tests, quickstart)
     model_path: str | None = None  # local dir or hub id instead of the backbone's default
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # auto: bfloat16 where a CUDA device supports it, else float32 (the weights load in it directly)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
+    # Recompute each decoder layer in the backward pass instead of keeping its activations; None: on for
+    # the real backbones (the activations of 7B layers dominate a GPU), off for the tiny twins.
+    gradient_checkpointing: bool | None = None
     think_tokens: int = Field(default=32, ge=1)  # K, the thinking positions
     no_think: bool = False  # the baseline: no block, no heads, same LoRA
     # Hidden-state layer the heads read (0 = embeddings, N = last). Default: 2/3 of the depth, so the block
     # has attended to the audio through most of the stack while the last third stays free to turn what it
     # holds into the answer, rather than the distillation pulling on the very states that predict tokens.
     think_layer: int | None = None
-    lora_rank: int = 16
+    lora_rank: int = Field(default=16, ge=0)  # 0: the whole language model trains (full fine-tuning)
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))  # linear layers of the LM only
+    train_projector: bool = False  # the audio-to-text projector trains in full (frozen by default)
+    # the audio encoder: frozen (default), LoRA on its attention and MLP layers, or every weight
+    train_audio_encoder: Literal["frozen", "lora", "full"] = "frozen"
     distill_weight: float = Field(default=1.0, ge=0)  # λ in L = L_lm + λ Σ_e w_e L_e; 0: the block control
     expert_weights: dict[str, float] = {}  # w_e; default 1 for every expert
     head_width: int | None = None  # default: min(256, the backbone's hidden size)
     head_layers: int = 2
     head_heads: int = 4
 
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str | None) -> str | None:
+        if value is not None and value.removeprefix(TINY_PREFIX) not in REAL_BACKBONES:
+            raise ValueError(f"unknown backbone {value!r}; choose one of {backbone_choices()}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.backbone is None:
+            raise ValueError(f"no backbone given: choose one with --backbone ({backbone_choices()})")
+        if self.lora_rank == 0 and self.train_audio_encoder == "lora":
+            raise ValueError("train_audio_encoder: lora needs lora_rank > 0 (lora_rank 0 trains the LM in full)")
+        return self
+
+    @property
+    def is_tiny(self) -> bool:
+        return str(self.backbone).startswith(TINY_PREFIX)
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether gradient checkpointing is on: the setting, else on for real backbones only."""
+        return self.gradient_checkpointing if self.gradient_checkpointing is not None else not self.is_tiny
+
     def resolved_think_layer(self, num_layers: int) -> int:
         layer = self.think_layer if self.think_layer is not None else round(2 * num_layers / 3)
         if not 0 <= layer <= num_layers:
             raise ValueError(f"think_layer must lie in [0, {num_layers}], got {layer}")
         return layer
+
+
+def resolved_dtype(name: str) -> str:
+    """`auto` -> bfloat16 where a CUDA device with bf16 is used, else float32; other names unchanged."""
+    if name != "auto":
+        return name
+    import torch
+
+    on_gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+    return "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
 
 
 class TrainConfig(BaseModel):
@@ -52,7 +102,7 @@ class TrainConfig(BaseModel):
     corpus: str  # extracted corpus (tars + store + stats): a folder, or an object-store URL
     out: Path  # the run directory
     experts: list[str] = []  # store experts to distil; default: every expert with a stats file
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig  # model.backbone has no default: a real run names its backbone
     steps: int = Field(default=200, ge=1)  # optimizer steps
     batch_size: int = Field(default=4, ge=1)  # clips per rank per micro-step
     grad_accum: int = Field(default=1, ge=1)
@@ -68,6 +118,11 @@ class TrainConfig(BaseModel):
     num_workers: int = 2  # DataLoader workers per rank
     log_every: int = 1
     save_every: int = 50  # checkpoint every N steps (and at the end)
+    keep_checkpoints: int = Field(default=3, ge=1)  # the newest N checkpoints stay (and `latest`, `best`)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = ["tensorboard"]  # where metrics.jsonl goes too
+    run_name: str | None = None  # the trackers' run name (default: the run folder's name)
+    run_group: str | None = None  # e.g. the experiment; W&B group, an MLflow tag
+    run_tags: list[str] = []  # e.g. the arm: coat, baseline, control
     resume: bool = False  # continue from RUN/checkpoints/latest
     ds_config: Path = Path(__file__).resolve().parents[2] / "launch" / "ds_zero2.json"
 
@@ -76,7 +131,7 @@ class TrainConfig(BaseModel):
     def _path_as_text(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    @field_validator("experts", mode="before")
+    @field_validator("experts", "report_to", "run_tags", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
@@ -93,7 +148,9 @@ class TrainConfig(BaseModel):
 # Settings a resumed run may change: none of them alters what the steps already taken computed.
 # (`ds_config` is a path; the DeepSpeed settings it yields are compared on their own. `out` changes
 # when a run directory is moved.)
-RESUMABLE_CHANGES = ("steps", "save_every", "log_every", "num_workers", "resume", "ds_config", "out")
+RESUMABLE_CHANGES = (
+    "steps", "save_every", "log_every", "num_workers", "resume", "ds_config", "out", "keep_checkpoints", "report_to",
+)  # fmt: skip
 
 
 def flatten_settings(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

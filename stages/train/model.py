@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from stages.train.backbones import Backbone, resolve_backbone
 from stages.train.batch import CoatBatch, CoatSample, make_batch
-from stages.train.config import ModelConfig
+from stages.train.config import ModelConfig, resolved_dtype
 from stages.train.heads import ExpertHead, expert_loss
 from stages.train.targets import TargetSpec
 from stages.train.think import ThinkIds, add_thinking_tokens
@@ -34,19 +34,42 @@ class CoatOutput:
     logits: torch.Tensor | None = None
 
 
+AUDIO_LINEAR = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # the Whisper-style encoders' layers
+
+
 def lora_config(config: ModelConfig, model: PreTrainedModel, backbone: Backbone, think: ThinkIds | None) -> LoraConfig:
-    """LoRA on the language model's linear layers only (the audio encoder stays frozen and untouched);
-    the block's token rows train through PEFT's trainable tokens, every other embedding row stays frozen."""
+    """LoRA on the language model's linear layers (and on the audio encoder's with `train_audio_encoder:
+    lora`); the block's token rows train through PEFT's trainable tokens, every other embedding row stays
+    frozen; the projector (`train_projector`) and a fully trained audio encoder are PEFT's modules_to_save."""
     language_model = backbone.language_model(model)
     prefix = next(name for name, module in model.named_modules() if module is language_model)
-    pattern = rf"^{re.escape(prefix)}\..*\.({'|'.join(map(re.escape, config.lora_targets))})$"
+    patterns = [rf"{re.escape(prefix)}\..*\.({'|'.join(map(re.escape, config.lora_targets))})"]
+    if config.train_audio_encoder == "lora":
+        patterns.append(rf"{re.escape(backbone.audio_encoder_name)}\..*\.({'|'.join(AUDIO_LINEAR)})")
+    saved = [backbone.audio_encoder_name] if config.train_audio_encoder == "full" else []
+    if config.train_projector and not (saved and backbone.projector_name.startswith(backbone.audio_encoder_name)):
+        saved.append(backbone.projector_name)
     return LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=pattern,
+        target_modules="^(" + "|".join(patterns) + ")$",
         trainable_token_indices={"embed_tokens": think.all} if think else None,
+        modules_to_save=saved or None,
     )
+
+
+def full_fine_tuning(config: ModelConfig, model: PreTrainedModel, backbone: Backbone) -> PreTrainedModel:
+    """`lora_rank: 0`: every weight of the language model (its embeddings, so the block's rows, and its output
+    layer included) trains; the audio encoder and projector as configured, frozen by default."""
+    model.requires_grad_(False)
+    backbone.language_model(model).requires_grad_(True)
+    model.get_output_embeddings().requires_grad_(True)
+    if config.train_audio_encoder == "full":
+        model.get_submodule(backbone.audio_encoder_name).requires_grad_(True)
+    if config.train_projector:
+        model.get_submodule(backbone.projector_name).requires_grad_(True)
+    return model
 
 
 class CoatModel(nn.Module):
@@ -76,7 +99,7 @@ class CoatModel(nn.Module):
     def load_base(cls, config: ModelConfig) -> tuple[Backbone, str, PreTrainedModel, ProcessorMixin, ThinkIds | None]:
         """The backbone with the block's tokens added (and embeddings grown if the vocabulary has no room)."""
         backbone, source = resolve_backbone(config.backbone, config.model_path)
-        model, processor = backbone.load(source, DTYPES[config.dtype])
+        model, processor = backbone.load(source, DTYPES[resolved_dtype(config.dtype)], config.attn_implementation)
         think = None if config.no_think else add_thinking_tokens(processor.tokenizer, config.think_tokens)
         old = model.get_input_embeddings().num_embeddings
         if len(processor.tokenizer) > old:  # the real checkpoints have spare rows; the tiny twins do not
@@ -92,9 +115,44 @@ class CoatModel(nn.Module):
     @classmethod
     def build(cls, config: ModelConfig, specs: dict[str, TargetSpec]) -> CoatModel:
         """A fresh CoAT model (LoRA initialised, heads random) for `specs`, one per store expert."""
-        backbone, source, model, processor, think = cls.load_base(config)
+        return cls.from_base(config, specs, *cls.load_base(config))
+
+    @classmethod
+    def from_base(
+        cls,
+        config: ModelConfig,
+        specs: dict[str, TargetSpec],
+        backbone: Backbone,
+        source: str,
+        model: PreTrainedModel,
+        processor: ProcessorMixin | None,
+        think: ThinkIds | None,
+    ) -> CoatModel:
+        """The CoAT model around a loaded base (`train --plan` passes one built on the meta device)."""
+        if config.checkpointing:  # non-reentrant: works with LoRA and frozen inputs, keeps the RNG for dropout
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers' name from 5.x on
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.lora_rank == 0:
+            return cls(config, backbone, source, full_fine_tuning(config, model, backbone), processor, think, specs)
         peft_model = get_peft_model(model, lora_config(config, model, backbone, think))
         return cls(config, backbone, source, peft_model, processor, think, specs)
+
+    def train(self, mode: bool = True) -> CoatModel:
+        """Training mode for what trains; a frozen audio encoder (and Qwen2.5-Omni's vision encoder) stays in
+        eval mode, a fixed feature extractor (no dropout, no layer drop). transformers returns models in eval
+        mode, so without this the decoder would never run as in training (gradient checkpointing is skipped
+        in eval mode)."""
+        super().train(mode)
+        if mode:
+            base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+            frozen = [] if self.config.train_audio_encoder != "frozen" else [self.backbone.audio_encoder(base)]
+            frozen += [getattr(getattr(base, "model", base), "visual", None)]
+            for module in frozen:
+                if module is not None:
+                    module.eval()
+        return self
 
     def batch(self, samples: list[CoatSample]) -> CoatBatch:
         return make_batch(samples, self.backbone, self.processor, self.think, self.specs if self.think else {})

@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import deepspeed
@@ -33,6 +34,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from stages.config_files import config_dict
 from stages.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
+from stages.train.backbones.base import SAMPLE_RATE
 from stages.train.bundle import save_bundle
 from stages.train.checkpoint import LATEST, load_rng, save_checkpoint, verified_tag
 from stages.train.config import TrainConfig, warmup_cosine
@@ -52,12 +54,42 @@ from stages.train.op_build import (
     refuse_stale_build_locks,
     skip_shm_comm_op,
 )
+from stages.train.plan import fit_warning
 from stages.train.ranks import rank_device
 from stages.train.run_dir import check_run_dir, drop_rows_after
 from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
+from stages.train.tracking import Trackers
 from store_schema.corpus import read_corpus
 from store_schema.errors import UserError
+from store_schema.layout import DEFAULT_STORE_RATE as STORE_RATE
 from store_schema.reader import store_experts
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss, for log lines."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def memory_in_use(device: torch.device) -> int:
+    """Bytes this rank holds now: allocated GPU memory, or the process's resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    return _proc_status_kib("VmRSS") * 1024
+
+
+def peak_memory(device: torch.device) -> int:
+    """The most this rank has held: the allocator's peak on a GPU, the resident high-water mark on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return _proc_status_kib("VmHWM") * 1024
+
+
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def uses_gpu() -> bool:
@@ -148,8 +180,15 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- model and DeepSpeed engine ----------------------------------------------------------------
     if is_main:  # a tiny twin is built once, by rank 0, before any rank loads it
         resolve_backbone(cfg.model.backbone, cfg.model.model_path)
+    if is_main and device.type == "cuda":  # before 7B weights load: will it fit, at the corpus's longest clip?
+        longest = max((float(x.max()) for x in lengths), default=30 * STORE_RATE) / STORE_RATE if lengths else 30.0
+        memory = torch.cuda.get_device_properties(device).total_memory
+        warning = fit_warning(cfg, world, memory, longest)
+        if warning:
+            console.print(warning, markup=False, highlight=False)
     dist.barrier()
     seed_all(cfg.seed)  # after the twin's build, which seeds its own init
+    before_model = memory_in_use(device)
     model = CoatModel.build(cfg.model, {} if cfg.model.no_think else specs)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
@@ -163,7 +202,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- resume: DeepSpeed state, stream position, RNG ---------------------------------------------
     epoch, batch_in_epoch = 0, 0
     if tag is not None:
-        _, client = engine.load_checkpoint(str(checkpoints), tag=tag)
+        # not strict: the checkpoint holds the trainable weights only; the frozen base came from the backbone
+        _, client = engine.load_checkpoint(str(checkpoints), tag=tag, load_module_strict=False)
         epoch, batch_in_epoch = client["epoch"], client["batch_in_epoch"]
         load_rng(checkpoints, tag, rank)
     # Steps logged after the checkpoint (or, with none, by a run killed before its first) are redone: drop them.
@@ -178,17 +218,15 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 
     def save(step: int) -> None:
         client = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step}
-        save_checkpoint(engine, checkpoints, step, client, rank)
+        save_checkpoint(engine, checkpoints, step, client, rank, cfg.keep_checkpoints)
 
     # --- the loop ----------------------------------------------------------------------------------
+    engine.train()  # transformers hands models over in eval mode; frozen encoders stay in it (CoatModel.train)
     metrics = open(run / "metrics.jsonl", "a") if is_main else None
     batches_log = open(run / f"batches-rank{rank}.jsonl", "a")  # which clips each step saw
-    tensorboard = None
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tensorboard = SummaryWriter(str(run / "tensorboard"))
-    started, seen = time.perf_counter(), 0
+    trackers = Trackers(cfg, run) if is_main else None  # TensorBoard, W&B, MLflow: what metrics.jsonl holds
+    started, first_step = time.perf_counter(), engine.global_steps
+    seen = torch.zeros(2, dtype=torch.float64)  # this rank's clips and audio seconds since the (re)start
     # A live bar on a terminal; one line per logged step in log files (SLURM output, CI).
     bar = training_progress(disable=not (is_main and console.is_terminal))
     bar_task = bar.add_task("train", total=cfg.steps, completed=engine.global_steps, parts="")
@@ -208,35 +246,40 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
                 engine.backward(out.loss)
                 engine.step()  # an optimizer step at each accumulation boundary
                 batch_in_epoch += 1
-                seen += len(samples) * world
+                seen += torch.tensor([len(samples), sum(len(s.wave) for s in samples) / SAMPLE_RATE])
                 batches_log.write(json.dumps({"step": step, "epoch": epoch, "keys": [s.key for s in samples]}) + "\n")
                 if not engine.is_gradient_accumulation_boundary():
                     continue
                 step = engine.global_steps
                 logged = step % cfg.log_every == 0 or step == cfg.steps
-                if logged:  # the mean over ranks of each loss part: one small all-reduce per logged step
-                    parts = {"loss": out.loss, "lm": out.lm_loss, **out.expert_losses}
-                    values = torch.stack([v.detach().float() for v in parts.values()]).to(device)
+                if logged:  # each loss part's mean over ranks, and the clips and audio all ranks took in:
+                    parts = {"loss": out.loss, "lm": out.lm_loss, **out.expert_losses}  # one small all-reduce
+                    values = torch.cat([torch.stack([v.detach().double() for v in parts.values()]), seen]).to(device)
                     dist.all_reduce(values)
-                    means = dict(zip(parts, (values / world).tolist()))
+                    means = dict(zip(parts, (values[: len(parts)] / world).tolist()))
+                    clips, audio_s = values[len(parts) :].tolist()
                 if is_main and logged:
+                    elapsed = time.perf_counter() - started
                     row = {
                         "step": step,
                         "stage": stage,
                         **means,
                         "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": seen / (time.perf_counter() - started),
+                        "samples_per_s": clips / elapsed,
+                        "audio_hours_per_s": audio_s / 3600 / elapsed,
+                        "elapsed_s": elapsed,
+                        "eta_s": elapsed / (step - first_step) * (cfg.steps - step),
                     }
                     metrics.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
                     metrics.flush()  # type: ignore[union-attr]
-                    for key, value in row.items():
-                        if isinstance(value, float):
-                            tensorboard.add_scalar(f"train/{key}", value, step)  # type: ignore[union-attr]
-                    shown = " ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "stage", "lr"))
-                    bar.update(bar_task, completed=step, parts=f"[{stage}] {shown}")
+                    trackers.log(row)  # type: ignore[union-attr]
+                    shown = " ".join(f"{k} {row[k]:.3f}" for k in ("loss", "lm", *out.expert_losses))
+                    rate = f"{row['samples_per_s']:.2f} clips/s {row['audio_hours_per_s'] * 3600:.1f} audio-s/s"
+                    clock = f"elapsed {_clock(elapsed)} eta {_clock(row['eta_s'])}"
+                    bar.update(bar_task, completed=step, parts=f"[{stage}] {shown} {rate}")
                     if not console.is_terminal:
                         console.print(
-                            f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e}",
+                            f"step {step}/{cfg.steps} [{stage}] {shown} lr {row['lr']:.2e} {rate} {clock}",
                             markup=False,
                             highlight=False,
                             soft_wrap=True,  # one line per step, whatever the log's width
@@ -263,7 +306,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         else:
             save_bundle(model, run / "final")
         metrics.close()  # type: ignore[union-attr]
-        tensorboard.close()  # type: ignore[union-attr]
+        trackers.close()  # type: ignore[union-attr]
+    # what this rank held at its peak, against what it held before the model: the plan's prediction to check
+    peak = {"rank": rank, "device": device.type, "before_model_bytes": before_model, "peak_bytes": peak_memory(device)}
+    (run / f"memory-rank{rank}.json").write_text(json.dumps(peak))
     dist.barrier()
     # Only now: the scheduler's later copies of the signal (SLURM, train.sh's trap and srun each pass
     # one on) must not kill a rank that the others still wait for in the barrier above.

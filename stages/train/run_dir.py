@@ -52,7 +52,7 @@ def check_run_dir(cfg: TrainConfig, ds_config: dict[str, Any]) -> dict[str, Any]
     if refused:
         raise UserError(
             f"{run} was trained with other settings; a resume must keep them ({'; '.join(refused)}). "
-            "Only steps, save_every, log_every and num_workers may change."
+            "Only steps, save_every, log_every, num_workers, keep_checkpoints and report_to may change."
         )
     return allowed
 

@@ -137,6 +137,7 @@ def test_one_machine_uses_cpu_ranks_and_resumes_a_finished_run(corpus, tmp_path)
 STAND_IN = Path(__file__).with_name("stand_in")
 
 
+@pytest.mark.slow
 def test_two_tasks_per_node_get_their_local_rank_and_device_and_a_batch_shell_sigterm_reaches_them(tmp_path):
     """2 nodes × 2 tasks, each task a stand-in `coat-pipe` that records what train.sh gave it: RANK and
     WORLD_SIZE global, LOCAL_RANK the task's index on its node (so rank 2 drives cuda:0 of the second

@@ -1,5 +1,7 @@
 """The CLI teaches (--help with examples) and answers a user's mistake with one line and exit code 2."""
 
+import re
+
 import pytest
 
 from tests.helpers import cli
@@ -28,6 +30,29 @@ def test_top_level_help_lists_the_stages():
         assert name in text
 
 
+def test_train_help_shows_every_default():
+    boxed = cli("train", "--help").output  # rich draws the options in a box and folds long help lines
+    text = " ".join(re.sub("[│╭╮╰╯─]", " ", boxed).split())
+    for shown in (
+        "[default: 200]",
+        "[default: 4]",
+        "[default: auto]",
+        "[default: sdpa]",
+        "[default: 3]",
+        "[default: tensorboard]",
+        "[default: 16]",
+        "on for the real backbones",
+        "Required: qwen2-audio",
+    ):
+        assert shown in text, shown  # fmt: skip
+
+
+def test_a_missing_backbone_is_refused_before_the_store_is_read(tmp_path):
+    result = cli("train", "--corpus", tmp_path / "no-such-corpus", "--out", tmp_path / "r", expect=2)
+    assert "no backbone given" in result.output and "no corpus.json" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -47,6 +72,9 @@ def test_top_level_help_lists_the_stages():
         (["shard", "--out", "{tmp}/o"], "exactly one of --manifest"),
         (["shard", "--manifest", "{tmp}/none.jsonl", "--out", "{tmp}/o"], "does not exist"),
         (["synth", "--out", "{corpus}", "--clips", "5"], "already holds another corpus"),
+        (["train", "--corpus", "{corpus}", "--out", "{tmp}/r"], "no backbone given: choose one with --backbone"),
+        (["train", "--corpus", "{corpus}", "--out", "{tmp}/r", "--backbone", "qwen3"], "unknown backbone 'qwen3'"),
+        (["train", "--plan", "--backbone", "af3", "--plan-gpu-memory", "lots"], "expected a size such as 80GiB"),
     ],
 )
 def test_mistakes_get_one_clear_line_and_exit_2(args, message, synth_corpus, tmp_path):

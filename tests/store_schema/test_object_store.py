@@ -62,6 +62,7 @@ def test_synth_extract_check_and_info_in_a_bucket_equal_local_disk(bucket, tmp_p
     assert "0 written, 3 already complete" in again
 
 
+@pytest.mark.slow
 def test_credentials_never_reach_the_store_or_the_output(bucket):
     url = f"{bucket}/c"
     out = cli("synth", "--out", url, *SYNTH).output
@@ -217,6 +218,7 @@ def test_two_extractors_on_one_bucket_write_each_shard_once(bucket):
     cli("store", "check", url)
 
 
+@pytest.mark.slow
 def test_shard_uploads_its_tars_and_the_corpus_reads_back(bucket, tmp_path):
     import soundfile as sf
 

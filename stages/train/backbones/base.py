@@ -15,6 +15,19 @@ from store_schema.errors import UserError
 SAMPLE_RATE = 16000  # every supported backbone's audio encoder reads 16 kHz
 
 
+def check_flash_attention() -> None:
+    """flash_attention_2 needs the flash-attn package and a CUDA device: say so before loading 7B weights."""
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is None:
+        raise UserError(
+            "--attn-implementation flash_attention_2 needs the flash-attn package (pip install flash-attn, on a "
+            "CUDA machine); use sdpa (the default), which needs nothing more"
+        )
+    if not torch.cuda.is_available():
+        raise UserError("--attn-implementation flash_attention_2 runs on CUDA GPUs only; use sdpa on this machine")
+
+
 def qwen_chat_template(system: str, audio_markup: str) -> str:
     """A Qwen-style ChatML template that puts `audio_markup` where an audio item sits in a user turn."""
     return (
@@ -41,13 +54,19 @@ class Backbone:
     hub_id: ClassVar[str]
     model_class: ClassVar[type[PreTrainedModel]]
     end_of_turn: ClassVar[str] = "<|im_end|>"  # closes the assistant turn; trained as the response's last token
+    audio_encoder_name: ClassVar[str] = "model.audio_tower"  # module names inside the model class
+    projector_name: ClassVar[str] = "model.multi_modal_projector"  # audio features -> the LM's width
 
     # --- loading -----------------------------------------------------------------------------------
-    def load(self, source: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, ProcessorMixin]:
+    def load(
+        self, source: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+    ) -> tuple[PreTrainedModel, ProcessorMixin]:
         """Model and processor from a hub id (or the HF cache) or a local directory."""
+        if attn_implementation == "flash_attention_2":
+            check_flash_attention()
         try:
             processor = self.load_processor(source)
-            model = self.model_class.from_pretrained(str(source), dtype=dtype)
+            model = self.model_class.from_pretrained(str(source), dtype=dtype, attn_implementation=attn_implementation)
         except OSError as e:
             raise UserError(
                 f"no {self.name} checkpoint at {source} ({str(e).splitlines()[0]}). Download it with "

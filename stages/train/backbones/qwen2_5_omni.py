@@ -60,6 +60,7 @@ class Qwen25OmniBackbone(Backbone):
     name = "qwen2.5-omni"
     hub_id = "Qwen/Qwen2.5-Omni-7B"
     model_class = Qwen2_5OmniThinkerForConditionalGeneration
+    projector_name = "model.audio_tower.proj"  # the audio encoder's last layer maps to the LM's width
 
     def load_processor(self, source: str | Path) -> ProcessorMixin:
         try:

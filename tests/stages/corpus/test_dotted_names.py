@@ -33,6 +33,7 @@ def _train_two_steps(corpus, out) -> list[str]:
     return sorted({key for row in rows for key in row["keys"]})
 
 
+@pytest.mark.slow
 def test_dotted_file_names_become_keys_without_dots_everywhere(tmp_path):
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -69,12 +70,21 @@ def foreign_tar(tmp_path):
     return root, keys
 
 
-def test_fields_with_dots_keep_the_key_at_the_first_dot(foreign_tar, tmp_path):
-    root, keys = foreign_tar
+def _extract_and_check(root, keys) -> None:
     tar = root / "x-000000.tar"
     assert TarIndex(tar).keys == [s["__key__"] for s in iter_tar_samples(tar)] == keys
     cli("extract", "--corpus", root, "--expert", "mel", "--workers", 0, "--no-progress")
     store = ShardStore.for_tar(tar)
     assert store.keys == keys and (store.expert("mel").status == 0).all()  # the audio was found and heard
     cli("store", "check", root)
+
+
+def test_fields_with_dots_keep_the_key_at_the_first_dot(foreign_tar):
+    _extract_and_check(*foreign_tar)
+
+
+@pytest.mark.slow
+def test_fields_with_dots_train(foreign_tar, tmp_path):
+    root, keys = foreign_tar
+    _extract_and_check(root, keys)
     assert _train_two_steps(root, tmp_path / "run") == sorted(keys)

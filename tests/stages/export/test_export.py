@@ -150,6 +150,41 @@ def test_the_exported_template_ends_its_generation_prompt_with_the_block(trained
     assert json.loads((out / "generation_config.json").read_text())["suppress_tokens"] == think
 
 
+def test_engines_that_ignore_suppress_tokens_ban_the_block_by_bad_words_or_logit_bias(trained_run, tmp_path):
+    """The card's serving recipe: with `suppress_tokens` taken out of the generation config, transformers'
+    `bad_words_ids` and a -100 logit bias on the block's ids (an OpenAI-style `logit_bias`) give the same
+    greedy tokens as the export's own `suppress_tokens`."""
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    out = tmp_path / "export"
+    cli("export", "--run", trained_run("tiny-qwen2-audio"), "--out", out)
+    think = json.loads((out / "coat_pipe.json").read_text())["think_ids"]
+    card = (out / "README.md").read_text()
+    assert f"think_ids = {think}" in card and "bad_words_ids" in card and "logit_bias" in card
+    processor = AutoProcessor.from_pretrained(out)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(out).eval()
+    chat = [{"role": "user", "content": [{"type": "audio", "audio": "clip"}, {"type": "text", "text": QUESTION}]}]
+    text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    wave, _ = _wave(tmp_path)
+    inputs = processor(text=[text], audio=[wave], sampling_rate=16000, return_tensors="pt")
+    new = inputs["input_ids"].shape[1]
+    with torch.inference_mode():
+        first = model.generate(**inputs, max_new_tokens=1)[0, new].item()
+        # make the block's tokens the greedy choice wherever the first answer token would be: bans must work
+        model.get_output_embeddings().weight[think] = 3 * model.get_output_embeddings().weight[first]
+        suppressed = model.generate(**inputs, max_new_tokens=12)
+        free = model.generation_config
+        free.suppress_tokens = None
+        unbanned = model.generate(**inputs, generation_config=free, max_new_tokens=12)
+        banned = model.generate(**inputs, generation_config=free, max_new_tokens=12, bad_words_ids=[[t] for t in think])
+        biased = model.generate(
+            **inputs, generation_config=free, max_new_tokens=12, sequence_bias={(t,): -100.0 for t in think}
+        )
+    assert unbanned[0, new].item() in think  # without a ban the block's tokens would be generated
+    assert suppressed[0, new:].tolist() == banned[0, new:].tolist() == biased[0, new:].tolist()
+    assert not set(suppressed[0, new:].tolist()) & set(think)
+
+
 def test_adapter_only_on_the_base_gives_the_merged_logits(trained_run, tmp_path):
     from peft import PeftModel
     from transformers import Qwen2AudioForConditionalGeneration

@@ -65,6 +65,7 @@ def test_a_folder_that_is_not_a_funasr_model(corpus, tmp_path):
     assert "not a usable emotion2vec model" in line
 
 
+@pytest.mark.slow  # FunASR's import and model build: seconds
 def test_a_funasr_folder_cannot_switch_on_its_own_remote_code(corpus, tmp_path):
     folder = make_tiny("emotion2vec", tmp_path / "tiny")
     code = tmp_path / "planted.py"

@@ -63,7 +63,10 @@ def _fingerprint(name: str, checkpoint: Path | None, **options) -> str:
     return load_expert(name, str(checkpoint) if checkpoint else None, **options).spec(STORE_RATE).fingerprint
 
 
-@pytest.mark.parametrize("name", list(EXPERTS))
+FUNASR = ("emotion2vec", "emotion2vec-probs")  # FunASR's first import costs seconds: the slow lane
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in FUNASR else n for n in EXPERTS])
 def test_each_option_alone_changes_the_fingerprint(name, tmp_path):
     checkpoint = make_tiny(name, tmp_path) if "checkpoint" in inspect.signature(expert_class(name)).parameters else None
     base = _fingerprint(name, checkpoint)

@@ -44,7 +44,11 @@ def _waves(rate: int) -> list[np.ndarray]:
     return [(0.1 * rng.standard_normal(int(s * rate))).astype(np.float32) for s in (1.3, 3.7, 0.6)]
 
 
-@pytest.mark.parametrize("name", MODEL_EXPERTS)
+# FunASR's first import costs seconds: its experts' tests run in the slow lane
+FUNASR = ("emotion2vec", "emotion2vec-probs")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in FUNASR else n for n in MODEL_EXPERTS])
 def test_frames_follow_the_duration_and_batching_changes_nothing(name, tiny_dir):
     expert = load_expert(name, str(make_tiny(name, tiny_dir)))
     waves = _waves(expert.sample_rate)
@@ -63,9 +67,9 @@ def test_frames_follow_the_duration_and_batching_changes_nothing(name, tiny_dir)
         assert np.allclose([o.sum() for o in batched], 1.0, atol=1e-5)
 
 
-# The fast lane runs one expert of each way of loading (a BEATs .pt, a transformers folder, a FunASR folder);
-# the others' end-to-end runs are in the slow lane (each is seconds; their unit tests above stay fast).
-FAST_END_TO_END = ("beats", "whisper", "emotion2vec")
+# The fast lane runs one expert of each way of loading but FunASR's (a BEATs .pt, transformers folders); the
+# others' end-to-end runs are in the slow lane (each is seconds; their unit tests above stay fast).
+FAST_END_TO_END = ("beats", "whisper")
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def test_100_steps_on_tiny_qwen2_audio_lower_every_loss(specs, samples):
 
 def test_a_baseline_has_no_align_stage():
     # `align` trains the distillation alone; a --no-think run has none, so its steps would train nothing
-    coat = TrainConfig(corpus=Path("c"), out=Path("o"), steps=100)
-    base = TrainConfig(corpus=Path("c"), out=Path("o"), steps=100, model={"no_think": True})
+    tiny = {"backbone": "tiny-qwen2-audio"}
+    coat = TrainConfig(corpus=Path("c"), out=Path("o"), steps=100, model=tiny)
+    base = TrainConfig(corpus=Path("c"), out=Path("o"), steps=100, model=tiny | {"no_think": True})
     assert (coat.align_steps, base.align_steps) == (30, 0)
-    assert TrainConfig(corpus=Path("c"), out=Path("o"), steps=100, schedule="joint").align_steps == 0
+    assert TrainConfig(corpus=Path("c"), out=Path("o"), steps=100, schedule="joint", model=tiny).align_steps == 0

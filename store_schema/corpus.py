@@ -278,7 +278,9 @@ class CorpusWriter:
     """Writes samples into `NAME-000000.tar …` of at most `shard_size` samples, then `corpus.json`.
 
     Each tar is written under a temporary name and renamed when full, so a killed run never
-    leaves a truncated shard that looks complete.
+    leaves a truncated shard that looks complete. With `appending_to` (the corpus as it is), new tars
+    are numbered after every `NAME-*.tar` already in the folder, none is ever replaced, and
+    `corpus.json` (old shards, then new) is rewritten whole, last.
     """
 
     root: Path
@@ -286,24 +288,29 @@ class CorpusWriter:
     shard_size: int = 1000
     name: str = "train"
     created_by: str = "coat-pipe"
+    appending_to: CorpusInfo | None = None
     shards: list[ShardInfo] = field(default_factory=list)
     _writer: wds.TarWriter | None = None
     _local: Path | None = None
     _count: int = 0
     _seconds: float = 0.0
+    _first: int = 0  # the number of this run's first tar
 
     def __enter__(self) -> CorpusWriter:
         self.root = corpus_path(self.root)
         check_reachable(self.root)
         with storage_errors(self.root):
-            refuse_non_empty(self.root)
+            if self.appending_to is None:
+                refuse_non_empty(self.root)
+            else:
+                self._first = next_shard_number(self.root, self.name)
             self.root.mkdir(parents=True, exist_ok=True)
         # In an object store each tar is written on local disk, then uploaded whole once it is full.
         self._local = Path(tempfile.mkdtemp(prefix="coat-shards-")) if is_remote(self.root) else self.root
         return self
 
     def _tar_name(self) -> str:
-        return f"{self.name}-{len(self.shards):06d}.tar"
+        return f"{self.name}-{self._first + len(self.shards):06d}.tar"
 
     def write(self, key: str, flac: bytes, meta: dict[str, Any]) -> None:
         if self._writer is None:
@@ -320,6 +327,8 @@ class CorpusWriter:
             return
         self._writer.close()
         name = self._tar_name()
+        if (self.root / name).exists():  # only an append can meet one: another writer in the same folder
+            raise UserError(f"{self.root / name} appeared while this run was writing it; nothing was replaced")
         if is_remote(self.root):
             with storage_errors(self.root):
                 self.root.fs.put_file(str(self._local / f".{name}.tmp"), (self.root / name).path)
@@ -335,6 +344,16 @@ class CorpusWriter:
                 self._writer.close()
             return
         self._close_shard()
-        write_corpus(self.root, self.sample_rate, self.shards, self.created_by)
+        before = self.appending_to
+        shards = [*before.shards, *self.shards] if before else self.shards
+        write_corpus(self.root, self.sample_rate, shards, before.created_by if before else self.created_by)
         if self._local != self.root:
             shutil.rmtree(self._local, ignore_errors=True)
+
+
+def next_shard_number(root: Path, name: str) -> int:
+    """One past the highest `NAME-NNNNNN.tar` in the folder, listed in corpus.json or not (a killed append
+    leaves tars it never listed): an appended tar never takes a name that is there."""
+    pattern = re.compile(rf"{re.escape(name)}-(\d+)\.tar")
+    numbers = [int(m.group(1)) for p in root.iterdir() if (m := pattern.fullmatch(p.name))]
+    return max(numbers, default=-1) + 1

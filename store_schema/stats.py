@@ -217,3 +217,26 @@ def compute_stats(corpus: CorpusInfo, expert: str, rows_per_read: int = 65536) -
         raise ValueError("the corpus has no shards")
     summaries = StatsSummary.of(frames_stats), StatsSummary.of(clip_stats)
     return ExpertStats(expert, spec.fingerprint, spec.kind, spec.dim, *summaries, clips, len(corpus.shards))
+
+
+def pool_stats(parts: list[ExpertStats]) -> ExpertStats:
+    """The stats of one expert over several corpora, exactly, from each corpus's own record: counts, means and
+    standard deviations merged as the shards of one corpus are. The records must share the fingerprint (the
+    same making: otherwise the targets are not comparable) and carry their counts."""
+    first = parts[0]
+    if any(p.fingerprint != first.fingerprint for p in parts):
+        raise ValueError(f"{first.expert!r} was extracted with other options in some corpora (fingerprints differ)")
+    if any(p.frames.count is None or p.clip.count is None for p in parts):
+        raise ValueError(f"{first.expert!r}: a stats record without counts cannot be pooled")
+    pooled = []
+    for side in ("frames", "clip"):
+        total = RunningStats.empty(first.dim)
+        for part in parts:
+            summary: StatsSummary = getattr(part, side)
+            count = summary.count if summary.count is not None else np.zeros(first.dim)
+            std = np.where(count > 0, summary.std, 0.0)  # an unobserved dimension's std 1 is a placeholder
+            total.merge(RunningStats(count.astype(float), summary.mean.astype(float), std**2 * count))
+        pooled.append(StatsSummary.of(total))
+    clips = sum(p.clips or 0 for p in parts)
+    shards = sum(p.shards or 0 for p in parts)
+    return ExpertStats(first.expert, first.fingerprint, first.kind, first.dim, pooled[0], pooled[1], clips, shards)

@@ -106,12 +106,40 @@ def bench_train(
     batch_size: Annotated[int, typer.Option(help="Clips per step.", min=1)] = 4,
     think_tokens: Annotated[int, typer.Option(help="K for the CoAT variant.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader workers for the stream comparison.")] = 0,
+    realistic: Annotated[
+        bool,
+        typer.Option(
+            "--realistic",
+            help="Instead: the stream on 1000-clip shards of 10-30 s clips and on a 3-corpus mixture (2 workers), "
+            "and duration-budget batches against fixed counts on 1-30 s clips (minutes: the corpora are made).",
+        ),
+    ] = False,
+    workdir: Annotated[Path | None, typer.Option(help="--realistic: where its corpora are made (and kept).")] = None,
 ) -> None:
     """CoAT (K thinking tokens, every store expert) vs --no-think step time, and the tar + store stream vs
     the tar stream alone, on the same backbone, batch and clips, in one process.
 
-    Example: [bold]coat-pipe bench train --backbone tiny-qwen2-audio --steps 10[/]
+    Examples: [bold]coat-pipe bench train --backbone tiny-qwen2-audio --steps 10[/];
+    [bold]coat-pipe bench train --realistic --workdir /tmp/bench-cases[/]
     """
+    if realistic:
+        from stages.train.bench_stream_cases import bench_stream_cases
+
+        r = bench_stream_cases(workdir)
+        rows = [
+            (case, f"{v['store']:.1f}", f"{v['tar']:.1f}", f"{v['ratio']:.3f}") for case, v in r.items() if "ratio" in v
+        ]
+        print_table("bench train --realistic: the stream (clips/s)", ["case", "tar + store", "tar only", "ratio"], rows)
+        rows = [
+            (k, f"{v['audio_s_per_s']:.1f}", f"{v['padding_audio']:.4f}", f"{v['padding_tokens']:.3f}")
+            for k, v in r["duration"].items()
+        ]
+        heads = ["batches", "audio s/s (40 steps)", "padded audio (epoch)", "padded tokens (40 steps)"]
+        print_table("batches on 1-30 s clips, the same mean audio per batch", heads, rows)
+        rows = [(k, f"{v['throughput']:.3f}", f"{v['padded audio']:.3f}") for k, v in r["duration_ratios"].items()]
+        print_table("ratios", ["", "throughput", "padded audio"], rows)
+        out.print(json.dumps(r))
+        return
     from stages.train.bench import bench_train as run_bench
 
     r = run_bench(backbone, corpus, steps, batch_size, think_tokens, workers)

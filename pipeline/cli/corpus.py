@@ -21,6 +21,8 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same corpus.")] = 0,
     shard_size: Annotated[int, typer.Option(help="Clips per tar shard.", min=1)] = 200,
     name: Annotated[str, typer.Option(help="Shard name prefix: NAME-000000.tar.")] = "train",
+    min_seconds: Annotated[float, typer.Option(help="Shortest clip.", min=0.5)] = 1.0,
+    max_seconds: Annotated[float, typer.Option(help="Longest clip (a 1-30 s spread tests duration batches).")] = 8.0,
 ) -> None:
     """Generate the built-in acoustic QA corpus: tones, chirps, notes and noise with exact answers.
 
@@ -30,7 +32,9 @@ def synth(
     from store_schema.corpus import read_corpus
     from store_schema.location import corpus_path, storage_errors
 
-    recipe = synth_recipe(clips, seed, shard_size, name)
+    if max_seconds < min_seconds:
+        raise UserError(f"--max-seconds {max_seconds:g} is below --min-seconds {min_seconds:g}")
+    recipe = synth_recipe(clips, seed, shard_size, name, (min_seconds, max_seconds))
     with storage_errors(out_dir):
         exists = (corpus_path(out_dir) / "corpus.json").exists()
     if exists:
@@ -39,7 +43,7 @@ def synth(
             raise UserError(f"{out_dir} already holds another corpus ({corpus.created_by}); choose another --out")
         out.print(f"{out_dir} already holds this corpus ({recipe}): nothing to do")
         return
-    tasks = write_synth_corpus(out_dir, clips, seed, shard_size, name)
+    tasks = write_synth_corpus(out_dir, clips, seed, shard_size, name, seconds_range=(min_seconds, max_seconds))
     corpus = read_corpus(out_dir)
     rows = [(task, tasks[task]) for task in QUESTION_TYPES] + [("[bold]total", f"[bold]{corpus.samples}")]
     print_table(f"synth corpus → {out_dir}", ["question type", "clips"], rows)
@@ -53,7 +57,11 @@ SOURCE_FORMATS = ("chat", "hf", "lhotse")
 @user_errors
 def shard(
     out_dir: Annotated[
-        str, typer.Option("--out", help="Folder (or s3://… gs://… URL) to write the corpus into (new or empty).")
+        str,
+        typer.Option(
+            "--out",
+            help="Folder (or s3://… gs://… URL) to write the corpus into (new or empty; --append: a corpus).",
+        ),
     ],
     manifest: Annotated[
         Path | None,
@@ -87,13 +95,23 @@ def shard(
     allow_outside_audio: Annotated[
         bool, typer.Option("--allow-outside-audio", help="Accept audio paths outside the source's folder.")
     ] = False,
-    sample_rate: Annotated[int, typer.Option(help="Sample rate of the stored FLAC.")] = 16000,
+    sample_rate: Annotated[
+        int | None, typer.Option(help="Sample rate of the stored FLAC (default 16000; when appending, the corpus's).")
+    ] = None,
     shard_size: Annotated[int, typer.Option(help="Samples per tar shard.", min=1)] = 1000,
     name: Annotated[str, typer.Option(help="Shard name prefix: NAME-000000.tar.")] = "train",
     workers: Annotated[int, typer.Option(help="Decoding processes.", min=1)] = 2,
     max_seconds: Annotated[
         float, typer.Option(help="Longer files are rejected (their header is read before any decoding).", min=0.1)
     ] = 1200.0,
+    append: Annotated[
+        bool,
+        typer.Option(
+            "--append",
+            help="Add shards to the corpus in --out: tars numbered after its own, keys made unique against its "
+            "keys, corpus.json rewritten last (then extract the experts again: only the new shards are run).",
+        ),
+    ] = False,
 ) -> None:
     """Build WebDataset tar shards (16-bit FLAC + json) from a manifest, a folder of audio, or data in the
     shapes it already has (--from chat|hf|lhotse).
@@ -105,7 +123,8 @@ def shard(
     Examples: [bold]coat-pipe shard --manifest clips.jsonl --out data/train[/];
     [bold]coat-pipe shard --from chat train.jsonl --out data/train[/];
     [bold]coat-pipe shard --from hf data/aqa --question-column question --answer-column answer --out data/aqa[/];
-    [bold]coat-pipe shard --from lhotse cuts.jsonl.gz --out data/asr[/]
+    [bold]coat-pipe shard --from lhotse cuts.jsonl.gz --out data/asr[/];
+    [bold]coat-pipe shard --manifest more.jsonl --out data/train --append[/]
     """
     from stages.corpus.shard import build_shards, read_manifest, scan_audio_dir
 
@@ -133,7 +152,9 @@ def shard(
             entries = sources.read_lhotse(path, supervisions, allow_outside_audio)
         else:
             raise UserError(f"--from {kind}: the formats are {', '.join(SOURCE_FORMATS)}")
-    summary = build_shards(entries, out_dir, sample_rate, shard_size, name, workers, rejected, max_seconds=max_seconds)
+    summary = build_shards(
+        entries, out_dir, sample_rate, shard_size, name, workers, rejected, max_seconds=max_seconds, append=append
+    )
     rows = [
         ("written", summary.written),
         ("rejected", len(summary.rejected)),
@@ -144,7 +165,7 @@ def shard(
         ("shards", summary.shards),
     ]
     print_table(f"shard → {out_dir}", ["", "count"], rows)
-    out.print(f"{summary.seconds / 3600:.3f} h of audio at {sample_rate} Hz")
+    out.print(f"{summary.seconds / 3600:.3f} h of audio {'added' if append else 'written'}")
     if summary.rejected:
         rows = [(r["origin"], r["reason"]) for r in summary.rejected[:30]]
         print_table(f"rejected ({out_dir.rstrip('/')}/rejected.jsonl)", ["input", "reason"], rows)

@@ -77,14 +77,38 @@ def eval_benchmark(
             "choices, labels, a synth question type's answers), or both, side by side in metrics.json."
         ),
     ] = "generate",
+    prompt_preset: Annotated[
+        str | None,
+        typer.Option(
+            help="mmau/mmar: how a question is put. coat (default): the question, lettered options, 'Answer with "
+            "the option's text.'; r1-aqa: the MMAU prompt of R1-AQA, Ke-Omni-R and NeMo-RL (choices as a list, "
+            "the answer inside <answer> tags, which is what is scored)."
+        ),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(help="mmau/mmar: your own template with {question}, and {options} or {choices}."),
+    ] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="A system turn before every question.")] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option(help="YAML with `template:` and `system:` (the flags above win over it).")
+    ] = None,
 ) -> None:
-    """Batched answers and scores: predictions.jsonl, metrics.json, metrics.md in --out."""
+    """Batched answers and scores: predictions.jsonl, metrics.json, metrics.md in --out; eval.json records the
+    run, manifest, scoring and prompt.
+
+    Example: [bold]coat-pipe eval --run runs/coat --benchmark mmau --manifest mmau.json --prompt-preset r1-aqa[/]
+    """
     if ctx.invoked_subcommand is not None:
         return
     if run is None or benchmark is None or manifest is None:
         raise UserError("eval needs --run, --benchmark and --manifest (or a subcommand: score, compare)")
+    from stages.evaluate.prompts import prompt_format
     from stages.evaluate.run_eval import run_eval
 
+    if (prompt_preset or prompt or prompt_file) and benchmark not in ("mmau", "mmar"):
+        raise UserError(f"--prompt-preset, --prompt and --prompt-file shape mmau/mmar questions, not {benchmark}'s")
+    chosen = prompt_format(prompt_preset or "coat", prompt, system_prompt, prompt_file)
     out_dir = out_dir or run / "eval" / benchmark
     label_list = [x.strip() for x in labels.split(",")] if labels else None
     metrics, items = run_eval(
@@ -99,6 +123,7 @@ def eval_benchmark(
         device,
         not no_progress,
         scoring,
+        chosen,
     )
     _print_metrics(metrics, items, out_dir)
 

@@ -33,7 +33,29 @@ def _default(field: str) -> str:
 @user_errors
 def train(
     corpus: Annotated[
-        str | None, typer.Option("--corpus", "-c", help="Corpus folder with tars + store, or s3://… gs://… URL.")
+        list[str] | None,
+        typer.Option(
+            "--corpus",
+            "-c",
+            help="Corpus folder with tars + store, or s3://… gs://… URL. Repeat it for a mixture, each as "
+            "[NAME=]PATH[:WEIGHT] (default weight 1); per-corpus experts: `corpora:` in --config.",
+        ),
+    ] = None,
+    val_corpus: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--val-corpus",
+            help="A validation corpus, [NAME=]PATH (repeatable): scored every --eval-every steps and at the end; "
+            "the best checkpoint is kept as `best`.",
+        ),
+    ] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N steps \\[default: at the end only].")] = None,
+    batch_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Audio seconds per rank per micro-step (clips × the longest clip): batches filled from duration "
+            "buckets instead of --batch-size clips (which then caps a batch)."
+        ),
     ] = None,
     out_dir: Annotated[
         Path | None,
@@ -178,8 +200,16 @@ def train(
         "gradient_checkpointing": gradient_checkpointing,
         "attn_implementation": attn_implementation,
     }
+    from stages.train.config import parse_corpus_flag
+
+    given = [parse_corpus_flag(c) for c in corpus or []]
+    one = len(given) == 1 and set(given[0]) == {"path"}
     overrides: dict[str, Any] = {
-        "corpus": corpus,
+        "corpus": given[0]["path"] if one else None,
+        "corpora": given if given and not one else None,
+        "val_corpora": [parse_corpus_flag(c) for c in val_corpus] if val_corpus else None,
+        "eval_every": eval_every,
+        "batch_seconds": batch_seconds,
         "out": out_dir,
         "experts": experts,
         "steps": steps,
@@ -199,7 +229,10 @@ def train(
     if plan:  # a plan needs no corpus and no run folder: placeholders stand in for them
         from stages.train.plan import parse_memory, plan_training, print_plan
 
-        cfg = load_config(TrainConfig, config, merge_settings({"corpus": ".", "out": Path(".")}, settings))
+        placeholder = {"out": Path(".")} | (
+            {} if settings.get("corpora") or settings.get("corpus") else {"corpus": "."}
+        )
+        cfg = load_config(TrainConfig, config, merge_settings(placeholder, settings))
         memory = parse_memory(plan_gpu_memory)
         print_plan(plan_training(cfg, plan_gpus, memory, plan_seconds), memory)
         return

@@ -20,7 +20,16 @@ import soundfile as sf
 
 from stages.audio import AudioError, encode_flac, read_audio_span, resample
 from stages.progress import audio_progress
-from store_schema.corpus import CorpusWriter, conversation_turns, refuse_non_empty, safe_key, write_new_file
+from store_schema.corpus import (
+    CorpusInfo,
+    CorpusWriter,
+    conversation_turns,
+    read_corpus,
+    read_tar_keys,
+    refuse_non_empty,
+    safe_key,
+    write_new_file,
+)
 from store_schema.errors import UserError
 from store_schema.location import check_reachable, corpus_path, is_remote, replace_file, storage_errors
 
@@ -190,32 +199,45 @@ def _batches(rows: Iterable[ManifestEntry | Rejected], size: int) -> Iterator[li
 def build_shards(
     entries: Iterable[ManifestEntry | Rejected],
     out: Path,
-    sample_rate: int = 16000,
+    sample_rate: int | None = None,
     shard_size: int = 1000,
     name: str = "train",
     workers: int = 2,
     rejected: list[dict[str, str]] | None = None,
     progress: bool = True,
     max_seconds: float = MAX_SECONDS,
+    append: bool = False,
 ) -> ShardSummary:
-    """Write `entries` into `out/NAME-000000.tar …`, `out/corpus.json` and `out/rejected.jsonl`.
+    """Write `entries` into `out/NAME-000000.tar …`, `out/rejected.jsonl`, then `out/corpus.json`.
 
     `entries` may be a stream (a source's rows, with its rejections among them): it is read a batch at a
     time, so memory stays flat in the number of rows. `out` must be new or empty: nothing there is
-    overwritten, and no link planted there is written through."""
+    overwritten, and no link planted there is written through. With `append`, `out` must hold a corpus:
+    the new tars are numbered after the folder's, their keys are made unique against every key already
+    there, rejections are added to its rejected.jsonl, and corpus.json is rewritten (atomically) last.
+    `sample_rate` defaults to 16000, or to the corpus's when appending (another is refused)."""
     if safe_key(name) != name:
         raise UserError(f"--name {name!r}: a shard name prefix holds only letters, digits, '_' and '-'")
     out = corpus_path(out)
     check_reachable(out)
-    with storage_errors(out):
-        if (out / "corpus.json").exists():
-            raise UserError(f"{out} already holds a corpus; choose another --out or delete it first")
-        refuse_non_empty(out)
-    summary = ShardSummary(rejected=list(rejected or []))
+    before: CorpusInfo | None = None
     seen: set[str] = set()
+    with storage_errors(out):
+        if append:
+            before = read_corpus(out)
+            if sample_rate not in (None, before.sample_rate):
+                raise UserError(f"--sample-rate {sample_rate}: {out} holds {before.sample_rate} Hz audio")
+            for shard in before.shards:  # keys name a clip across the corpus: an added one never repeats them
+                seen.update(read_tar_keys(before.tar_path(shard)))
+        else:
+            if (out / "corpus.json").exists():
+                raise UserError(f"{out} already holds a corpus; add to it with --append, or choose another --out")
+            refuse_non_empty(out)
+    sample_rate = before.sample_rate if before else (sample_rate or 16000)
+    summary = ShardSummary(rejected=list(rejected or []))
     total = len(entries) if isinstance(entries, Sized) else None
     with (
-        CorpusWriter(out, sample_rate, shard_size, name, created_by="coat-pipe shard") as writer,
+        CorpusWriter(out, sample_rate, shard_size, name, "coat-pipe shard", appending_to=before) as writer,
         get_context("fork").Pool(max(1, workers)) as pool,
         audio_progress(disable=not progress) as bar,
     ):
@@ -251,10 +273,19 @@ def build_shards(
                 summary.downmixed += result["downmixed"]
                 summary.multi_turn += sum(m.get("role") == "assistant" for m in entry.messages) > 1
                 bar.update(task, audio_s=summary.seconds)
+        _write_rejected(out, summary.rejected, appending=before is not None)
     summary.shards = len(writer.shards)
-    rows = "".join(json.dumps(row) + "\n" for row in summary.rejected)
-    if is_remote(out):
-        replace_file(out / "rejected.jsonl", rows.encode())  # the prefix was empty: nothing is replaced
-    else:
-        write_new_file(out / "rejected.jsonl", rows)
     return summary
+
+
+def _write_rejected(out: Path, rejected: list[dict[str, str]], appending: bool) -> None:
+    """rejected.jsonl, before corpus.json: a new corpus's file is created; an append's is extended."""
+    rows = "".join(json.dumps(row) + "\n" for row in rejected)
+    path = out / "rejected.jsonl"
+    with storage_errors(out):
+        if appending:
+            replace_file(path, (path.read_text() if path.is_file() else "").encode() + rows.encode())
+        elif is_remote(out):
+            replace_file(path, rows.encode())  # the prefix was empty: nothing is replaced
+        else:
+            write_new_file(path, rows)

@@ -67,6 +67,7 @@ class SynthClip:
             "duration": round(self.seconds, 4),
             "source": "synth",
             "answer": self.answer,
+            "choices": list(ANSWERS[self.task]),  # the closed answer set: likelihood-scored validation reads it
             "events": [asdict(e) for e in self.events],
         }
 
@@ -128,11 +129,14 @@ def _tonal(rng: np.random.Generator, span: tuple[float, float], gain: float) -> 
     return Event(kind, *span, f0=f0, f1=f1, gain_db=gain)
 
 
-def make_clip(seed: int, index: int) -> SynthClip:
+DEFAULT_SECONDS = (1.0, 8.0)  # the range clip lengths are drawn from
+
+
+def make_clip(seed: int, index: int, seconds_range: tuple[float, float] = DEFAULT_SECONDS) -> SynthClip:
     """Clip `index` of the corpus for `seed`: its audio, question, exact answer and events."""
     rng = np.random.default_rng([seed, index])
     task = QUESTION_TYPES[index % len(QUESTION_TYPES)]
-    seconds = float(rng.uniform(1.0, 8.0))
+    seconds = float(rng.uniform(*seconds_range))
     gain = float(rng.uniform(-20.0, -6.0))
     events: list[Event]
 
@@ -189,24 +193,37 @@ def make_clip(seed: int, index: int) -> SynthClip:
     return SynthClip(f"synth{seed}_{index:06d}", wave.astype(np.float32), task, question, answer, tuple(events))
 
 
-def synth_recipe(clips: int, seed: int, shard_size: int, name: str) -> str:
+def synth_recipe(
+    clips: int, seed: int, shard_size: int, name: str, seconds_range: tuple[float, float] = DEFAULT_SECONDS
+) -> str:
     """The command that makes a synth corpus, recorded as its `created_by`: the same recipe, the same bytes."""
-    return f"coat-pipe synth --clips {clips} --seed {seed} --shard-size {shard_size} --name {name}"
+    lengths = (
+        ""
+        if seconds_range == DEFAULT_SECONDS
+        else f" --min-seconds {seconds_range[0]:g} --max-seconds {seconds_range[1]:g}"
+    )
+    return f"coat-pipe synth --clips {clips} --seed {seed} --shard-size {shard_size} --name {name}{lengths}"
 
 
 def write_synth_corpus(
-    out: Path, clips: int, seed: int, shard_size: int, name: str = "train", progress: bool = True
+    out: Path,
+    clips: int,
+    seed: int,
+    shard_size: int,
+    name: str = "train",
+    progress: bool = True,
+    seconds_range: tuple[float, float] = DEFAULT_SECONDS,
 ) -> Counter:
     """Generate `clips` clips into WebDataset shards under `out`; returns clips per question type."""
     tasks: Counter = Counter()
     with CorpusWriter(
-        out, SAMPLE_RATE, shard_size, name, created_by=synth_recipe(clips, seed, shard_size, name)
+        out, SAMPLE_RATE, shard_size, name, created_by=synth_recipe(clips, seed, shard_size, name, seconds_range)
     ) as writer:
         with audio_progress(disable=not progress) as bar:
             task = bar.add_task("synth", total=clips, audio_s=0.0)
             seconds = 0.0
             for index in range(clips):
-                clip = make_clip(seed, index)
+                clip = make_clip(seed, index, seconds_range)
                 writer.write(clip.key, encode_flac(clip.wave, SAMPLE_RATE), clip.meta())
                 tasks[clip.task] += 1
                 seconds += clip.seconds

@@ -57,11 +57,15 @@ def load_run(run: Path, device: str = "cpu", model_path: str | None = None) -> C
     return for_inference(load_bundle(bundle_dir(run), model_path=model_path), device)
 
 
-def encode_prompts(model: CoatModel, waves: list[np.ndarray], questions: list[str]) -> BatchFeature:
+def encode_prompts(
+    model: CoatModel, waves: list[np.ndarray], questions: list[str], system: str | None = None
+) -> BatchFeature:
     """Left-padded prompts (generation appends on the right) with the processor's audio features."""
     k = len(model.think.slots) if model.think else 0
     keys = [f"clip{i}" for i in range(len(waves))]
-    return encode_conversations(model.backbone, model.processor, k, keys, waves, questions, padding_side="left")
+    return encode_conversations(
+        model.backbone, model.processor, k, keys, waves, questions, padding_side="left", system=system
+    )
 
 
 @torch.inference_mode()
@@ -72,11 +76,12 @@ def answer(
     max_new_tokens: int = 64,
     min_new_tokens: int = 0,
     observers: list[LogitsProcessor] | None = None,
+    system: str | None = None,
 ) -> list[Answer]:
     """Greedy answers to `questions` about `waves` (16 kHz mono), one batch. `min_new_tokens` and
     `observers` (processors that watch each step, e.g. a clock) serve benchmarks."""
     device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in encode_prompts(model, waves, questions).items()}
+    inputs = {k: v.to(device) for k, v in encode_prompts(model, waves, questions, system).items()}
     tokenizer = model.processor.tokenizer
     end = tokenizer.convert_tokens_to_ids(model.backbone.end_of_turn)
     banned = LogitsProcessorList([BlockTokensBanned(model.think.all)] if model.think else [])

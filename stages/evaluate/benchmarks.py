@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.evaluate.scoring import LETTERS
+from stages.evaluate.prompts import PRESETS, PromptFormat
 from store_schema.errors import UserError
 
 KINDS = {"mmau": "choice", "mmar": "choice", "classification": "label", "asr": "wer", "synth": "exact"}
@@ -35,9 +35,8 @@ class EvalItem:
     problem: str | None = None  # why it cannot be asked; then it is unanswered
 
 
-def choice_question(question: str, choices: list[str]) -> str:
-    options = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
-    return f"{question}\nChoose one of the options:\n{options}\nAnswer with the option's text."
+def choice_question(question: str, choices: list[str], prompt: PromptFormat = PRESETS["coat"]) -> str:
+    return prompt.render(question, choices)
 
 
 def _rows_json_list(manifest: Path) -> list[dict[str, Any]]:
@@ -92,27 +91,35 @@ def _item(
     return item
 
 
-def load_mmau(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[EvalItem]:
+def load_mmau(
+    manifest: Path, audio_root: Path, need_audio: bool = True, prompt: PromptFormat = PRESETS["coat"]
+) -> list[EvalItem]:
     need = ("id", "audio_id", "question", "choices", "answer")
 
     def build(row: dict[str, Any]) -> EvalItem:
         groups = {k: str(row[k]) for k in ("task", "difficulty", "sub-category") if row.get(k)}
         choices = [str(c) for c in row["choices"]]
-        return EvalItem(str(row["id"]), None, choice_question(row["question"], choices), row["answer"], choices, groups)
+        return EvalItem(
+            str(row["id"]), None, choice_question(row["question"], choices, prompt), row["answer"], choices, groups
+        )
 
     return [
         _item(r, i, need, "audio_id", audio_root, build, need_audio) for i, r in enumerate(_rows_json_list(manifest))
     ]
 
 
-def load_mmar(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[EvalItem]:
+def load_mmar(
+    manifest: Path, audio_root: Path, need_audio: bool = True, prompt: PromptFormat = PRESETS["coat"]
+) -> list[EvalItem]:
     need = ("audio_path", "question", "choices", "answer")
 
     def build(row: dict[str, Any]) -> EvalItem:
         groups = {k: str(row[k]) for k in ("modality", "category", "sub-category") if row.get(k)}
         choices = [str(c) for c in row["choices"]]
         item_id = str(row.get("id", ""))
-        return EvalItem(item_id, None, choice_question(row["question"], choices), row["answer"], choices, groups)
+        return EvalItem(
+            item_id, None, choice_question(row["question"], choices, prompt), row["answer"], choices, groups
+        )
 
     items = [
         _item(r, i, need, "audio_path", audio_root, build, need_audio) for i, r in enumerate(_rows_jsonl(manifest))
@@ -174,6 +181,7 @@ def load_benchmark(  # noqa: ANN201
     audio_root: Path | None = None,
     labels: list[str] | None = None,
     need_audio: bool = True,
+    prompt: PromptFormat = PRESETS["coat"],
 ):
     """The items of benchmark `name` from its manifest (audio paths relative to `audio_root`, default
     the manifest's folder). `need_audio=False` (re-scoring) does not look for the audio files."""
@@ -187,9 +195,9 @@ def load_benchmark(  # noqa: ANN201
         raise UserError(f"{manifest}: no such manifest")
     root = audio_root or (manifest if manifest.is_dir() else manifest.parent)
     if name == "mmau":
-        items = load_mmau(manifest, root, need_audio)
+        items = load_mmau(manifest, root, need_audio, prompt)
     elif name == "mmar":
-        items = load_mmar(manifest, root, need_audio)
+        items = load_mmar(manifest, root, need_audio, prompt)
     elif name == "classification":
         items = load_classification(manifest, root, labels, need_audio)
     else:

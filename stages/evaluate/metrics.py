@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from stages.evaluate.benchmarks import KINDS, EvalItem
+from stages.evaluate.prompts import answer_inside_tags
 from stages.evaluate.scoring import corpus_wer, match_label, normalise_label, parse_choice, string_match
 
 OTHER = "(other)"  # a classification prediction that names no label
@@ -21,6 +22,7 @@ def judge(benchmark: str, item: EvalItem, prediction: str | None) -> dict[str, A
     if kind == "choice":
         if prediction is None:
             return {"correct": False, "parsed": None, "parsed_correct": False}
+        prediction = answer_inside_tags(prediction)  # a prompt that asks for <answer>…</answer>
         parsed = parse_choice(prediction, item.choices)
         answer = item.choices.index(item.reference) if item.reference in item.choices else None
         return {

@@ -16,10 +16,11 @@ import numpy as np
 from stages.audio import AudioError, decode_audio, read_audio_file, resample
 from stages.evaluate.answer import answer, load_run
 from stages.evaluate.benchmarks import KINDS, EvalItem, load_benchmark
-from stages.evaluate.likelihood import pick_choice
 from stages.evaluate.metrics import judge, markdown, score
+from stages.evaluate.prompts import PRESETS, PromptFormat
 from stages.progress import audio_progress
 from stages.train.backbones.base import SAMPLE_RATE
+from stages.train.likelihood import pick_choice
 from store_schema.errors import UserError
 
 SCORINGS = ("generate", "likelihood", "both")
@@ -94,15 +95,17 @@ def run_eval(
     device: str = "cpu",
     progress: bool = True,
     scoring: str = "generate",
+    prompt: PromptFormat = PRESETS["coat"],
 ) -> tuple[dict[str, Any], list[EvalItem]]:
     """Answer every askable item of the benchmark in batches; score all of them. `scoring`: "generate"
     (the answer is generated text), "likelihood" (the most likely of the item's allowed answers), or
-    "both", side by side in metrics.json."""
+    "both", side by side in metrics.json. `prompt` puts MMAU/MMAR questions (its template) and every
+    benchmark's turn (its system prompt); eval.json records it."""
     if scoring not in SCORINGS:
         raise UserError(f"--scoring {scoring!r}: one of {', '.join(SCORINGS)}")
     if scoring != "generate" and KINDS.get(benchmark) not in ("choice", "label", "exact"):
         raise UserError(f"--scoring {scoring}: {benchmark} has no answers to choose from; use --scoring generate")
-    items = load_benchmark(benchmark, manifest, audio_root, labels)
+    items = load_benchmark(benchmark, manifest, audio_root, labels, prompt=prompt)
     model = load_run(run, device)
     predictions: dict[str, str | None] = {}
     likely: dict[str, str] = {}
@@ -119,15 +122,25 @@ def run_eval(
                 except AudioError as err:
                     item.problem = f"unreadable audio: {err}"
             if batch and scoring != "likelihood":
-                for item, said in zip(batch, answer(model, waves, [i.question for i in batch], max_new_tokens)):
+                for item, said in zip(
+                    batch, answer(model, waves, [i.question for i in batch], max_new_tokens, system=prompt.system)
+                ):
                     predictions[item.id] = said.text
             if batch and scoring != "generate":
                 for item, wave in zip(batch, waves):
-                    likely[item.id] = pick_choice(model, wave, item.question, allowed_answers(benchmark, item))[0]
+                    likely[item.id] = pick_choice(
+                        model, wave, item.question, allowed_answers(benchmark, item), prompt.system
+                    )[0]
             if batch:
                 seconds += sum(len(w) for w in waves) / SAMPLE_RATE
             bar.update(task, advance=len(askable[start : start + batch_size]), audio_s=seconds)
-    meta = {"run": str(run), "benchmark": benchmark, "manifest": str(manifest), "scoring": scoring}
+    meta = {
+        "run": str(run),
+        "benchmark": benchmark,
+        "manifest": str(manifest),
+        "scoring": scoring,
+        "prompt": prompt.record() if benchmark in ("mmau", "mmar") else {"system": prompt.system},
+    }
     if scoring == "likelihood":  # the chosen answer is the prediction the benchmark's own rule scores
         predictions = dict(likely)
     metrics = write_outputs(

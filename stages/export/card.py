@@ -71,7 +71,7 @@ def model_card(meta: dict[str, Any], train: dict[str, Any], evaluations: dict[st
         "steps": train.get("steps", "?"),
         "batch size per rank": train.get("batch_size", "?"),
         "learning rate": train.get("lr", "?"),
-        "corpus": train.get("corpus", "?"),
+        "corpus": train.get("corpus") or ", ".join(str(c.get("path")) for c in train.get("corpora") or []) or "?",
     }
     lines += ["## Training", "", "| setting | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in settings.items()]

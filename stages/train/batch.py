@@ -27,6 +27,7 @@ class CoatSample:
     answer: str  # the first assistant turn's text
     frames: dict[str, np.ndarray | None] = field(default_factory=dict)  # expert -> (T, D) store frames
     clip: dict[str, np.ndarray | None] = field(default_factory=dict)  # expert -> (D,) clip target
+    choices: list[str] | None = None  # the allowed answers, when the sample's json lists them (closed sets)
 
 
 @dataclass
@@ -48,11 +49,15 @@ def coat_sample(key: str, entries: dict, frames: dict, clips: dict, where: str =
     if audio is None:
         raise ValueError(f"{name}: no audio entry in the tar sample")
     wave, rate = decode_audio(audio[0], f"{name}.{audio[1]}")
-    question, answer = conversation_turns(sample_meta(entries, name)["messages"])
+    meta = sample_meta(entries, name)
+    question, answer = conversation_turns(meta["messages"])
     for expert, values in (*frames.items(), *clips.items()):
         if values is not None and not np.isfinite(values).all():
             raise ValueError(f"{name}: the store's {expert!r} targets hold NaN or Inf; run coat-pipe store check")
-    return CoatSample(key, resample(wave, rate, SAMPLE_RATE), question, answer, frames, clips)
+    choices = meta.get("choices")
+    if choices is not None and not (isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices)):
+        raise ValueError(f'{name}: "choices" must be a non-empty list of strings')
+    return CoatSample(key, resample(wave, rate, SAMPLE_RATE), question, answer, frames, clips, choices)
 
 
 def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None) -> list[CoatSample]:

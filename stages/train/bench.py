@@ -23,6 +23,8 @@ from store_schema.corpus import read_corpus
 from store_schema.reader import store_experts
 
 ROUNDS = 2  # each variant runs its timed steps this often, alternating; the fastest round counts
+STREAM_ROUNDS = 4  # the two streams alternate this often (a 2-core machine's noise is several per cent)
+STREAM_PASSES = 4  # each stream reads the epoch's batches this often per round
 
 
 def _step_seconds(model: CoatModel, batch: Any, steps: int) -> float:
@@ -44,10 +46,10 @@ def _step_seconds(model: CoatModel, batch: Any, steps: int) -> float:
 def _stream_rate(corpus_dir: Path, experts: list[str], plan: Any, workers: int) -> float:
     """Steady-state clips/s: each shard is opened before the clock starts (tar index, store arrays), since
     that one-time cost (milliseconds a shard) is spread over 1000-clip shards in real corpora."""
-    dataset = PlannedBatches(corpus_dir, experts, plan.batches)
+    dataset = PlannedBatches.of_corpus(corpus_dir, experts, plan.batches * STREAM_PASSES)
     if workers == 0:
         for shard in sorted({s for batch in plan.batches for s, _ in batch}):
-            dataset._sample(shard, next(i for b in plan.batches for s, i in b if s == shard))
+            dataset._sample(0, shard, next(i for b in plan.batches for s, i in b if s == shard))
     start, clips = time.perf_counter(), 0
     for batch in batch_loader(dataset, 0, workers):
         clips += len(batch)
@@ -66,7 +68,7 @@ def bench_train(
     specs = preflight(corpus, experts)
     usable, skipped = usable_items(corpus, experts)
     plan = plan_epoch(usable, skipped, 0, 0, 0, 1, batch_size)
-    samples = PlannedBatches(corpus_dir, experts, plan.batches)[0]
+    samples = PlannedBatches.of_corpus(corpus_dir, experts, plan.batches)[0]
 
     torch.manual_seed(0)
     coat = CoatModel.build(ModelConfig(backbone=backbone, think_tokens=think_tokens), specs)
@@ -79,7 +81,7 @@ def bench_train(
         base_s.append(_step_seconds(base, base_batch, steps))
 
     with_store, tar_only = [], []
-    for _ in range(ROUNDS):
+    for _ in range(STREAM_ROUNDS):
         with_store.append(_stream_rate(corpus_dir, experts, plan, workers))
         tar_only.append(_stream_rate(corpus_dir, [], plan, workers))
     return {

@@ -64,7 +64,7 @@ def _epoch_rate(corpus: str | Path, experts: list[str], batch_size: int, workers
     usable, skipped = usable_items(info, experts)
     plan = plan_epoch(usable, skipped, 0, 0, 0, 1, batch_size)
     start, clips = time.perf_counter(), 0
-    for batch in batch_loader(PlannedBatches(corpus, experts, plan.batches), 0, workers):
+    for batch in batch_loader(PlannedBatches.of_corpus(corpus, experts, plan.batches), 0, workers):
         clips += len(batch)
     return clips / (time.perf_counter() - start), clips
 

@@ -94,17 +94,59 @@ def resolved_dtype(name: str) -> str:
     return "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
 
 
+class CorpusConfig(BaseModel):
+    """One corpus of a mixture (or of the validation sets)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str  # extracted corpus (tars + store + stats): a folder, or an object-store URL
+    weight: float = Field(default=1.0, gt=0)  # its share of the micro-steps is weight / the sum of weights
+    experts: list[str] | None = None  # the experts it holds targets for; default: the run's `experts`
+    name: str | None = None  # in logs; default: the folder's name
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parse_corpus_flag(text: str) -> dict[str, Any]:
+    """`PATH`, `PATH:WEIGHT` or `NAME=PATH[:WEIGHT]` (an s3:// URL's own colon is left alone)."""
+    name, sep, rest = text.partition("=")
+    if not sep or "/" in name:
+        name, rest = "", text
+    path, colon, weight = rest.rpartition(":")
+    entry: dict[str, Any] = {"path": rest}
+    if colon and path and not weight.startswith("//"):
+        try:
+            entry = {"path": path, "weight": float(weight)}
+        except ValueError:
+            entry = {"path": rest}
+    return entry | ({"name": name} if name else {})
+
+
 class TrainConfig(BaseModel):
     """Stage two. Written in full to RUN/config.yaml; YAML file first, then CLI flags."""
 
     model_config = ConfigDict(extra="forbid")
 
-    corpus: str  # extracted corpus (tars + store + stats): a folder, or an object-store URL
+    corpus: str | None = None  # one extracted corpus: a folder, or an object-store URL (a mixture of one)
+    corpora: list[CorpusConfig] = []  # a weighted mixture instead: [{path, weight, experts, name}]
+    val_corpora: list[CorpusConfig] = []  # evaluated every `eval_every` steps and at the end (weights unused)
+    eval_every: int | None = Field(default=None, ge=1)  # default: at the end only
+    best_metric: str = "loss"  # the first validation set's `loss`, or e.g. "val/heldout/accuracy"
     out: Path  # the run directory
     experts: list[str] = []  # store experts to distil; default: every expert with a stats file
     model: ModelConfig  # model.backbone has no default: a real run names its backbone
     steps: int = Field(default=200, ge=1)  # optimizer steps
-    batch_size: int = Field(default=4, ge=1)  # clips per rank per micro-step
+    batch_size: int = Field(default=4, ge=1)  # clips per rank per micro-step (with batch_seconds: the most)
+    # audio seconds per rank per micro-step, as clips × the longest clip: batches filled to this budget from
+    # duration buckets instead of a fixed count
+    batch_seconds: float | None = Field(default=None, gt=0)
     grad_accum: int = Field(default=1, ge=1)
     lr: float = 2e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr × this
@@ -131,6 +173,24 @@ class TrainConfig(BaseModel):
     def _path_as_text(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainConfig:
+        if self.corpus is None and not self.corpora:
+            raise ValueError("no corpus given: pass --corpus DIR (repeat it, DIR:WEIGHT, for a mixture)")
+        if self.corpus is not None and self.corpora:
+            raise ValueError("give either corpus or corpora, not both")
+        labels = [c.label for c in self.training_corpora]
+        if len(set(labels)) != len(labels) or len({c.label for c in self.val_corpora}) != len(self.val_corpora):
+            raise ValueError(
+                f"corpora need distinct names (name: …), got {labels + [c.label for c in self.val_corpora]}"
+            )
+        return self
+
+    @property
+    def training_corpora(self) -> list[CorpusConfig]:
+        """The mixture: `corpora`, or the one `corpus`."""
+        return self.corpora or [CorpusConfig(path=str(self.corpus))]
+
     @field_validator("experts", "report_to", "run_tags", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -150,6 +210,7 @@ class TrainConfig(BaseModel):
 # when a run directory is moved.)
 RESUMABLE_CHANGES = (
     "steps", "save_every", "log_every", "num_workers", "resume", "ds_config", "out", "keep_checkpoints", "report_to",
+    "eval_every",
 )  # fmt: skip
 
 

@@ -66,6 +66,7 @@ class TrainingPlan:
     gpu_bytes: int
     dtype: str
     batch_size: int
+    batch_seconds: float | None
     grad_accum: int
     clip_seconds: float
     tokens_per_clip: int
@@ -248,6 +249,7 @@ def plan_training(
         gpu_bytes=gpu_bytes,
         dtype=dtype,
         batch_size=cfg.batch_size,
+        batch_seconds=cfg.batch_seconds,
         grad_accum=cfg.grad_accum,
         clip_seconds=clip_seconds,
         tokens_per_clip=tokens,
@@ -336,6 +338,12 @@ def print_plan(plan: TrainingPlan, gpu_bytes: int) -> None:
         f"({plan.tokens_per_clip} tokens each), gradient checkpointing {'on' if plan.checkpointing else 'off'}"
     )
     print_table("memory per GPU", ["", "bytes"], memory)
+    if plan.batch_seconds is not None:  # the encoder pads every clip to its window: its cost is per clip
+        out.print(
+            f"--batch-seconds {plan.batch_seconds:g}: a micro-step holds at most {plan.batch_size} clips "
+            f"(--batch-size) and {plan.batch_seconds:g} s of padded audio; the memory above is that cap's, the "
+            "worst case. Padding depends on the corpus: training logs padding/audio and padding/tokens."
+        )
     out.print(
         f"checkpoint: {plan.checkpoint_bytes / 1e9:.2f} GB each (trainable weights and optimizer states; "
         f"{plan.checkpoint_bytes_with_frozen / 1e9:.1f} GB with the frozen base)"

@@ -13,10 +13,12 @@ from stages.train.backbones.base import SAMPLE_RATE, Backbone
 from stages.train.think import thinking_block
 
 
-def prompt_text(backbone: Backbone, processor: ProcessorMixin, question: str, think_tokens: int) -> str:
+def prompt_text(
+    backbone: Backbone, processor: ProcessorMixin, question: str, think_tokens: int, system: str | None = None
+) -> str:
     """The chat-template prompt up to the assistant turn, which the block of `think_tokens` positions opens
-    (none for a --no-think model)."""
-    return backbone.prompt(processor, question) + (thinking_block(think_tokens) if think_tokens else "")
+    (none for a --no-think model); `system` replaces the template's default system turn (evaluation)."""
+    return backbone.prompt(processor, question, system) + (thinking_block(think_tokens) if think_tokens else "")
 
 
 def audio_in_window(wave: np.ndarray, key: str, backbone: Backbone, processor: ProcessorMixin) -> np.ndarray:
@@ -42,11 +44,12 @@ def encode_conversations(
     questions: list[str],
     responses: list[str] | None = None,
     padding_side: str = "right",
+    system: str | None = None,
 ) -> BatchFeature:
     """Tokens and audio features of each clip's prompt, followed by its response when given (training).
 
     Inference leaves `responses` out and pads on the left, so that generation appends on the right."""
-    texts = [prompt_text(backbone, processor, q, think_tokens) for q in questions]
+    texts = [prompt_text(backbone, processor, q, think_tokens, system) for q in questions]
     if responses is not None:
         texts = [t + r for t, r in zip(texts, responses, strict=True)]
     audio = [audio_in_window(w, k, backbone, processor) for k, w in zip(keys, waves, strict=True)]

@@ -36,17 +36,9 @@ from stages.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
 from stages.train.backbones.base import SAMPLE_RATE
 from stages.train.bundle import save_bundle
-from stages.train.checkpoint import LATEST, load_rng, save_checkpoint, verified_tag
+from stages.train.checkpoint import LATEST, load_rng, mark_best, save_checkpoint, verified_tag
 from stages.train.config import TrainConfig, warmup_cosine
-from stages.train.data import (
-    PlannedBatches,
-    batch_loader,
-    clip_lengths,
-    iterate_batches,
-    plan_epoch,
-    preflight,
-    usable_items,
-)
+from stages.train.data import PlannedBatches, batch_loader, iterate_batches
 from stages.train.model import CoatModel
 from stages.train.op_build import (
     answer_cpu_info_once,
@@ -58,11 +50,11 @@ from stages.train.plan import fit_warning
 from stages.train.ranks import rank_device
 from stages.train.run_dir import check_run_dir, drop_rows_after
 from stages.train.stop_signal import StopSignal, agreed, stop_if_not_finite
+from stages.train.stream import TrainingStream, load_sources
+from stages.train.tally import Tally
 from stages.train.tracking import Trackers
-from store_schema.corpus import read_corpus
+from stages.train.validate import best_key, improved, summary, validate
 from store_schema.errors import UserError
-from store_schema.layout import DEFAULT_STORE_RATE as STORE_RATE
-from store_schema.reader import store_experts
 
 
 def _clock(seconds: float) -> str:
@@ -153,15 +145,29 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
     return ds
 
 
+def reduce_logged(
+    out: Any, batch: Any, seen: torch.Tensor, counts: Tally, world: int, device: torch.device
+) -> tuple[dict[str, float], list[float], dict[str, float]]:
+    """(loss parts, [clips, audio seconds] since the (re)start, tallies), summed over ranks in one all-reduce.
+    The total and LM losses are means over ranks; an expert's loss is the mean over the clips that hold its
+    targets (a mixture's corpus without the expert contributes nothing to it)."""
+    held = {e: float(batch.targets[e].valid.sum()) for e in out.expert_losses}  # clips with each expert's targets
+    local = [float(out.loss.detach()), float(out.lm_loss.detach())]
+    local += [float(out.expert_losses[e].detach()) * n for e, n in held.items()] + list(held.values())
+    local += seen.tolist() + counts.vector()
+    values = torch.tensor(local, dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    summed, k = values.tolist(), len(held)
+    means = {"loss": summed[0] / world, "lm": summed[1] / world}
+    for i, expert in enumerate(held):
+        means[expert] = summed[2 + i] / summed[2 + k + i] if summed[2 + k + i] else float("nan")
+    return means, summed[2 + 2 * k : 4 + 2 * k], counts.read(summed[4 + 2 * k :])
+
+
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
-    # --- data first: refuse a bad store before anything starts, then the epoch plan's inputs -------
-    corpus = read_corpus(cfg.corpus)
-    experts = cfg.experts or store_experts(corpus)
-    if not experts and not cfg.model.no_think:
-        raise UserError(f"{cfg.corpus}: no experts in the store; run `coat-pipe extract --corpus {cfg.corpus}` first")
-    specs = preflight(corpus, experts) if experts else {}
-    usable, skipped = usable_items(corpus, experts)
-    lengths = clip_lengths(corpus, experts[0]) if experts else None  # batches of similar duration
+    # --- data first: refuse a bad store before anything starts, then the stream's inputs -----------
+    sources, specs, experts = load_sources(cfg.training_corpora, cfg.experts, not cfg.model.no_think)
+    val_sets = load_sources(cfg.val_corpora, experts, False, held_only=True)[0] if cfg.val_corpora else []
     run, checkpoints = cfg.out, cfg.out / "checkpoints"
     ds_config = deepspeed_config(cfg, uses_gpu())
     resumed_changes = check_run_dir(cfg, ds_config)
@@ -180,10 +186,9 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- model and DeepSpeed engine ----------------------------------------------------------------
     if is_main:  # a tiny twin is built once, by rank 0, before any rank loads it
         resolve_backbone(cfg.model.backbone, cfg.model.model_path)
-    if is_main and device.type == "cuda":  # before 7B weights load: will it fit, at the corpus's longest clip?
-        longest = max((float(x.max()) for x in lengths), default=30 * STORE_RATE) / STORE_RATE if lengths else 30.0
-        memory = torch.cuda.get_device_properties(device).total_memory
-        warning = fit_warning(cfg, world, memory, longest)
+    if is_main and device.type == "cuda":  # before 7B weights load: will it fit, at the corpora's longest clip?
+        longest = max((float(x.max()) / s.store_rate for s in sources if s.lengths for x in s.lengths), default=30.0)
+        warning = fit_warning(cfg, world, torch.cuda.get_device_properties(device).total_memory, longest)
         if warning:
             console.print(warning, markup=False, highlight=False)
     dist.barrier()
@@ -200,11 +205,14 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     )
 
     # --- resume: DeepSpeed state, stream position, RNG ---------------------------------------------
-    epoch, batch_in_epoch = 0, 0
+    stream = TrainingStream(
+        sources, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window, cfg.batch_seconds
+    )  # every rank's batches at every micro-step, a pure function of the seed and the step
+    micro, best = 0, None  # micro-steps taken; the best validation value so far
     if tag is not None:
         # not strict: the checkpoint holds the trainable weights only; the frozen base came from the backbone
         _, client = engine.load_checkpoint(str(checkpoints), tag=tag, load_module_strict=False)
-        epoch, batch_in_epoch = client["epoch"], client["batch_in_epoch"]
+        micro, best = client["micro"], client.get("best")
         load_rng(checkpoints, tag, rank)
     # Steps logged after the checkpoint (or, with none, by a run killed before its first) are redone: drop them.
     drop_rows_after(run / f"batches-rank{rank}.jsonl", engine.global_steps - 1)
@@ -214,10 +222,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         if resumed_changes:
             with open(run / "resumes.jsonl", "a") as f:  # config.yaml stays the record of the first steps
                 f.write(json.dumps({"step": engine.global_steps, "changed": resumed_changes}) + "\n")
-        console.print(f"resumed from {tag}: step {engine.global_steps}, epoch {epoch}, batch {batch_in_epoch}")
+        console.print(f"resumed from {tag}: step {engine.global_steps}, micro-step {micro}")
 
     def save(step: int) -> None:
-        client = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step}
+        client = {"micro": micro, "step": step, "best": best}
         save_checkpoint(engine, checkpoints, step, client, rank, cfg.keep_checkpoints)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -226,38 +234,46 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     batches_log = open(run / f"batches-rank{rank}.jsonl", "a")  # which clips each step saw
     trackers = Trackers(cfg, run) if is_main else None  # TensorBoard, W&B, MLflow: what metrics.jsonl holds
     started, first_step = time.perf_counter(), engine.global_steps
-    seen = torch.zeros(2, dtype=torch.float64)  # this rank's clips and audio seconds since the (re)start
+    # this rank's tallies since the start of the run (replayed on resume): clips and audio seconds, clips per
+    # corpus, clips without each expert's targets, padded and total audio frames and tokens
+    counts = Tally(sources, experts)
+    counts.replay(stream.batches(0, micro))
+    seen = torch.zeros(2, dtype=torch.float64)  # clips and audio seconds since this (re)start, for the rates
     # A live bar on a terminal; one line per logged step in log files (SLURM output, CI).
     bar = training_progress(disable=not (is_main and console.is_terminal))
     bar_task = bar.add_task("train", total=cfg.steps, completed=engine.global_steps, parts="")
     bar.start()
-    interrupted, padded = False, 0
+    interrupted = False
     while engine.global_steps < cfg.steps and not interrupted:
-        plan = plan_epoch(usable, skipped, epoch, cfg.seed, rank, world, cfg.batch_size, cfg.shuffle_window, lengths)
-        padded = plan.padded
-        loader = batch_loader(PlannedBatches(corpus.root, experts, plan.batches), batch_in_epoch, cfg.num_workers)
-        batches = iterate_batches(loader)
+        planned = stream.batches(micro, stream.segment_end(micro))
+        dataset = PlannedBatches(
+            [(str(s.corpus.root), s.experts) for s in sources],
+            [[(b.source, shard, index) for shard, index in b.items] for b in planned],
+            reach=max(1, cfg.shuffle_window // max(1, cfg.batch_size)),
+        )
+        batches = iterate_batches(batch_loader(dataset, 0, cfg.num_workers))
         try:
-            for samples in batches:
+            for samples, info in zip(batches, planned, strict=False):
                 step = engine.global_steps
                 stage = "align" if step < cfg.align_steps else "joint"
-                out = engine(model.batch(samples), lm_weight=0.0 if stage == "align" else 1.0)
+                batch = model.batch(samples)
+                out = engine(batch, lm_weight=0.0 if stage == "align" else 1.0)
                 stop_if_not_finite(out.loss, step, [s.key for s in samples], rank, device)
                 engine.backward(out.loss)
                 engine.step()  # an optimizer step at each accumulation boundary
-                batch_in_epoch += 1
+                micro += 1
                 seen += torch.tensor([len(samples), sum(len(s.wave) for s in samples) / SAMPLE_RATE])
-                batches_log.write(json.dumps({"step": step, "epoch": epoch, "keys": [s.key for s in samples]}) + "\n")
+                counts.add(info, samples, batch)
+                taken = {"step": step, "epoch": info.epoch, "keys": [s.key for s in samples]}
+                if len(sources) > 1:
+                    taken["corpus"] = sources[info.source].name
+                batches_log.write(json.dumps(taken) + "\n")
                 if not engine.is_gradient_accumulation_boundary():
                     continue
                 step = engine.global_steps
                 logged = step % cfg.log_every == 0 or step == cfg.steps
-                if logged:  # each loss part's mean over ranks, and the clips and audio all ranks took in:
-                    parts = {"loss": out.loss, "lm": out.lm_loss, **out.expert_losses}  # one small all-reduce
-                    values = torch.cat([torch.stack([v.detach().double() for v in parts.values()]), seen]).to(device)
-                    dist.all_reduce(values)
-                    means = dict(zip(parts, (values[: len(parts)] / world).tolist()))
-                    clips, audio_s = values[len(parts) :].tolist()
+                if logged:  # the losses' means over ranks and the tallies' sums: one small all-reduce
+                    means, rates, tallies = reduce_logged(out, batch, seen, counts, world, device)
                 if is_main and logged:
                     elapsed = time.perf_counter() - started
                     row = {
@@ -265,15 +281,16 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
                         "stage": stage,
                         **means,
                         "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": clips / elapsed,
-                        "audio_hours_per_s": audio_s / 3600 / elapsed,
+                        "samples_per_s": rates[0] / elapsed,
+                        "audio_hours_per_s": rates[1] / 3600 / elapsed,
                         "elapsed_s": elapsed,
                         "eta_s": elapsed / (step - first_step) * (cfg.steps - step),
+                        **tallies,
                     }
                     metrics.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
                     metrics.flush()  # type: ignore[union-attr]
                     trackers.log(row)  # type: ignore[union-attr]
-                    shown = " ".join(f"{k} {row[k]:.3f}" for k in ("loss", "lm", *out.expert_losses))
+                    shown = " ".join(f"{k} {row[k]:.3f}" for k in ("loss", "lm", *out.expert_losses) if k in row)
                     rate = f"{row['samples_per_s']:.2f} clips/s {row['audio_hours_per_s'] * 3600:.1f} audio-s/s"
                     clock = f"elapsed {_clock(elapsed)} eta {_clock(row['eta_s'])}"
                     bar.update(bar_task, completed=step, parts=f"[{stage}] {shown} {rate}")
@@ -285,15 +302,30 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
                             soft_wrap=True,  # one line per step, whatever the log's width
                         )
                 interrupted = stop.requested(device) and step < cfg.steps
-                if step % cfg.save_every == 0 or step == cfg.steps or interrupted:
+                validating = val_sets and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0))
+                new_best = False
+                if validating:
+                    val_started = time.perf_counter()
+                    scores = validate(model, val_sets, rank, world, cfg.batch_size, device)
+                    scores["val/seconds"] = time.perf_counter() - val_started  # its cost beside a step's
+                    key = best_key(cfg.best_metric, val_sets)
+                    new_best = key in scores and improved(key, scores[key], best)
+                    best = scores[key] if new_best else best
+                    if is_main:
+                        row = {"step": step, "stage": "val", **scores}
+                        metrics.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
+                        metrics.flush()  # type: ignore[union-attr]
+                        trackers.log(row)  # type: ignore[union-attr]
+                        console.print(f"step {step} validation: {summary(scores)}", markup=False, highlight=False)
+                if step % cfg.save_every == 0 or step == cfg.steps or interrupted or new_best:
                     batches_log.flush()
                     save(step)
+                    if new_best and is_main:
+                        mark_best(checkpoints, f"step{step:07d}")
                 if step >= cfg.steps or interrupted:
                     break
-            else:  # the epoch ran out: next epoch from its first batch
-                epoch, batch_in_epoch = epoch + 1, 0
         finally:
-            # this epoch's workers shut down now, and on an error too: they ignore SIGTERM, so the
+            # this segment's workers shut down now, and on an error too: they ignore SIGTERM, so the
             # interpreter's exit would otherwise wait on them and a failed rank would hang, not exit
             batches.close()
 
@@ -318,9 +350,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         "rank": rank,
         "interrupted": interrupted,
         "steps": engine.global_steps,
-        "epoch": epoch,
-        "skipped": dict(skipped),
-        "padded": padded,
+        "micro_steps": micro,
+        "skipped": {s.name: dict(s.skipped) for s in sources} if len(sources) > 1 else dict(sources[0].skipped),
         "run": str(run),
         "wall_seconds": time.perf_counter() - started,
     }

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = Path(os.environ.get("COAT_PIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
 SKIP = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".torch_extensions", "quickstart", "runs", "*.egg-info")
 
 
@@ -34,15 +35,18 @@ def plant_each(mutations: list[dict], copy: Path) -> list[dict]:
         path.write_text(original.replace(bug["old"], bug["new"]))
         env = dict(os.environ, PYTHONPATH=str(copy))
         env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
+        # the copy's ../shared/data is not there: point at the checkout's (a skipped test catches nothing)
+        env.setdefault("COAT_PIPE_SHARED_DATA", str(SHARED_DATA))
         start = time.time()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *bug["tests"]],
+            [sys.executable, "-m", "pytest", "-x", "-q", "-rs", "-p", "no:cacheprovider", *bug["tests"]],
             cwd=copy, env=env, capture_output=True, text=True,
         )  # fmt: skip
         path.write_text(original)
         failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
         results.append({"name": bug["name"], "caught": done.returncode != 0, "seconds": round(time.time() - start),
-                        "failed": failed[:2]})  # fmt: skip
+                        "failed": failed[:2], "skipped": skipped[:2]})  # fmt: skip
         print(json.dumps(results[-1], ensure_ascii=False), flush=True)
     return results
 

@@ -240,3 +240,9 @@ def test_shard_uploads_its_tars_and_the_corpus_reads_back(bucket, tmp_path):
     cli("store", "check", url)
     again = cli("shard", "--manifest", tmp_path / "m.jsonl", "--out", url, expect=2)
     assert "already holds a corpus" in again.output
+    cli("shard", "--manifest", tmp_path / "m.jsonl", "--out", url, "--append", "--shard-size", 4, "--workers", 1)
+    grown = read_corpus(url)  # the bucket's listing numbers the new tar; the keys are made unique
+    assert [s.name for s in grown.shards][3:] == ["train-000003.tar", "train-000004.tar"] and grown.samples == 10
+    assert (corpus_path(url) / "rejected.jsonl").read_text().count("m.jsonl:6") == 2
+    cli("extract", "--corpus", url, "--expert", "mel", "--workers", 0, "--no-progress")
+    cli("store", "check", url)

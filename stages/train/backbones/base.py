@@ -98,10 +98,13 @@ class Backbone:
         """The longest clip the processor keeps; longer clips are cut (with a warning naming them)."""
         return float(processor.feature_extractor.chunk_length)
 
-    def prompt(self, processor: ProcessorMixin, question: str) -> str:
-        """The conversation up to the assistant turn's start, in the backbone's own chat template."""
+    def prompt(self, processor: ProcessorMixin, question: str, system: str | None = None) -> str:
+        """The conversation up to the assistant turn's start, in the backbone's own chat template (with
+        `system` as its system turn when given, else the template's own default)."""
         content = [{"type": "audio", "audio": "<clip>"}, {"type": "text", "text": question}]
         messages = [{"role": "user", "content": content}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(

@@ -113,6 +113,7 @@ def test_sharegpt_through_dataset_info(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_hugging_face_save_to_disk_and_parquet(tmp_path):
     datasets = pytest.importorskip("datasets")
     import pyarrow as pa

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from stages.evaluate.answer import load_run
-from stages.evaluate.likelihood import choice_ids, choice_logprobs, pick_choice
 from stages.train.batch import read_samples
+from stages.train.likelihood import choice_ids, choice_logprobs, pick_choice
 from stages.train.prompt import encode_conversations
 from tests.stages.train.conftest import TINY
 

@@ -91,8 +91,8 @@ def test_likelihood_agrees_with_a_greedy_answer_that_is_one_of_the_choices(train
     from stages.corpus.synth import ANSWERS
     from stages.evaluate.answer import answer
     from stages.evaluate.benchmarks import load_synth
-    from stages.evaluate.likelihood import pick_choice
     from stages.evaluate.run_eval import item_wave
+    from stages.train.likelihood import pick_choice
 
     agreed = 0
     for run in ("coat", "base"):  # with the block in the prompt and without

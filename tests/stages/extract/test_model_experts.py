@@ -149,6 +149,7 @@ def test_the_experts_without_weights_are_those_whose_loader_takes_no_checkpoint(
     assert WEIGHTLESS == takes_none
 
 
+@pytest.mark.slow
 def test_emotion2vec_without_the_funasr_extra_says_how_to_install_it(tiny_dir, monkeypatch, synth_corpus):
     checkpoint = make_tiny("emotion2vec", tiny_dir)
     monkeypatch.setitem(__import__("sys").modules, "funasr", None)  # as if the extra were not installed

@@ -48,7 +48,7 @@ def test_planned_batches_load_the_planned_clips_with_workers_and_from_any_start(
     usable, _ = usable_items(corpus, ["mel", "pitch"])
     plan = plan_epoch(usable, Counter(), 0, 0, 0, 1, 4)
     keys = [read_tar_keys(corpus.tar_path(s)) for s in corpus.shards]
-    dataset = PlannedBatches(extracted_corpus, ["mel", "pitch"], plan.batches)
+    dataset = PlannedBatches.of_corpus(extracted_corpus, ["mel", "pitch"], plan.batches)
     loaded = [[s.key for s in b] for b in batch_loader(dataset, 0, num_workers=2)]
     assert loaded == [[keys[s][i] for s, i in b] for b in plan.batches]
     assert [[s.key for s in b] for b in batch_loader(dataset, 2, num_workers=0)] == loaded[2:]
@@ -62,15 +62,15 @@ def test_preflight_names_what_is_missing(extracted_corpus):
 
 
 def test_chunk_cached_frames_equal_the_stored_frames(extracted_corpus):
-    from stages.train.data import ShardTargets
+    from stages.train.data import ChunkCache, ShardTargets
     from store_schema.reader import ShardStore
 
     tar = read_corpus(extracted_corpus).tar_path(read_corpus(extracted_corpus).shards[0])
-    targets = ShardTargets(tar, ["mel"], cached_chunks=1)
+    targets = ShardTargets(tar, ["mel"], ChunkCache(1))  # one chunk at a time: every read evicts the last
     targets.chunk["mel"] = 7  # tiny chunks in the cache's arithmetic: every clip crosses chunk borders
     group = ShardStore.for_tar(tar).expert("mel")
     group_chunked = group.frames[:]
-    targets.groups["mel"] = type("G", (), {"frames": group_chunked})()
+    targets.arrays["mel"] = group_chunked
     for i in reversed(range(len(targets.keys))):
         np.testing.assert_array_equal(targets.frames("mel", i), group.frames_of(i))
 

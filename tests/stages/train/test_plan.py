@@ -70,6 +70,7 @@ def test_the_plan_of_a_tiny_twin_counts_the_model_training_builds(backbone, spec
     assert {p.part for p in plan.parts} >= {"audio encoder", "language model", "LoRA", "block rows", "heads"}
 
 
+@pytest.mark.slow
 def test_a_plan_that_does_not_fit_says_so_and_what_would_make_it_fit():
     cfg = _cfg("af3", gradient_checkpointing=False).model_copy(update={"batch_size": 4})
     plan = plan_training(cfg, 1, parse_memory("40GB"))

@@ -1,4 +1,5 @@
-"""Likelihood scoring for multiple choice, as lm-evaluation-harness does it: each allowed answer is ranked
+"""Likelihood scoring for multiple choice (evaluation, and validation while training), as lm-evaluation-harness
+does it: each allowed answer is ranked
 by the model's log-probability of its text (and the end of the turn) after the prompt, thinking block
 included. One prefill of the prompt; then all choices are scored in one batch over its cached keys and
 values. Separates hearing from answer format: a model that heard right but words its answer otherwise
@@ -9,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stages.evaluate.answer import encode_prompts
 from stages.train.model import CoatModel
+from stages.train.prompt import encode_conversations
 
 
 def choice_ids(model: CoatModel, choices: list[str]) -> list[list[int]]:
@@ -20,10 +21,14 @@ def choice_ids(model: CoatModel, choices: list[str]) -> list[list[int]]:
 
 
 @torch.inference_mode()
-def choice_logprobs(model: CoatModel, wave: object, question: str, choices: list[str]) -> list[float]:
+def choice_logprobs(
+    model: CoatModel, wave: object, question: str, choices: list[str], system: str | None = None
+) -> list[float]:
     """Sum of log-probabilities of each choice's tokens after the prompt of (wave, question)."""
     device = next(model.parameters()).device
-    prompt = {k: v.to(device) for k, v in encode_prompts(model, [wave], [question]).items()}  # type: ignore[list-item]
+    k = len(model.think.slots) if model.think else 0
+    encoded = encode_conversations(model.backbone, model.processor, k, ["clip"], [wave], [question], system=system)  # type: ignore[list-item]
+    prompt = {key: value.to(device) for key, value in encoded.items()}
     prefill = model.model(**prompt, use_cache=True)
     first = F.log_softmax(prefill.logits[0, -1].float(), dim=-1)
     ids = choice_ids(model, choices)
@@ -54,7 +59,9 @@ def choice_logprobs(model: CoatModel, wave: object, question: str, choices: list
     return scores.tolist()
 
 
-def pick_choice(model: CoatModel, wave: object, question: str, choices: list[str]) -> tuple[str, list[float]]:
+def pick_choice(
+    model: CoatModel, wave: object, question: str, choices: list[str], system: str | None = None
+) -> tuple[str, list[float]]:
     """The most likely choice and every choice's log-probability."""
-    scores = choice_logprobs(model, wave, question, choices)
+    scores = choice_logprobs(model, wave, question, choices, system)
     return choices[max(range(len(choices)), key=scores.__getitem__)], scores

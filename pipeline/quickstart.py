@@ -230,9 +230,10 @@ def evaluate_run(run: Path, heldout: Path) -> tuple[float, float]:
     """Score one run on the held-out split both ways; (generated, likelihood) accuracy."""
     from stages.evaluate.run_eval import run_eval
 
-    metrics, _ = run_eval(
-        run, "synth", heldout, run / "eval", batch_size=16, max_new_tokens=8, scoring="both", progress=False
-    )
+    metrics, _ = run_eval(  # called only while RUN/eval has no metrics.json: what is there is a leftover
+        run, "synth", heldout, run / "eval", batch_size=16, max_new_tokens=8, scoring="both", progress=False,
+        overwrite=True,
+    )  # fmt: skip
     return metrics["accuracy"], metrics["likelihood"]["accuracy"]
 
 

@@ -93,6 +93,9 @@ def eval_benchmark(
     prompt_file: Annotated[
         Path | None, typer.Option(help="YAML with `template:` and `system:` (the flags above win over it).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a finished evaluation in --out (whole, once this one is done).")
+    ] = False,
 ) -> None:
     """Batched answers and scores: predictions.jsonl, metrics.json, metrics.md in --out; eval.json records the
     run, manifest, scoring and prompt.
@@ -124,6 +127,7 @@ def eval_benchmark(
         not no_progress,
         scoring,
         chosen,
+        overwrite,
     )
     _print_metrics(metrics, items, out_dir)
 
@@ -201,7 +205,7 @@ def eval_compare(
     [bold]coat-pipe eval compare --group base=b0,b1,b2 --group coat=c0,c1,c2[/]
     """
     from stages.evaluate.compare import compare_markdown, compare_rows, read_metrics
-    from stages.evaluate.paired import VERDICTS, compare_arms, paired_markdown, read_verdicts
+    from stages.evaluate.paired import VERDICTS, compare_arms, paired_markdown, read_verdicts, refuse_incomparable
     from stages.evaluate.plots import grouped_bars_png
 
     if group and outputs:
@@ -220,7 +224,12 @@ def eval_compare(
     if len(arms) < 2:
         raise UserError("compare needs at least two eval output folders (or two --group arms)")
     reference = arms[0][1][0]
+    if scoring not in VERDICTS:
+        raise UserError(f"--scoring {scoring!r}: one of {', '.join(VERDICTS)}")
     measure, rows = compare_rows([read_metrics(o) for o in arms[0][1] + [r for _, runs in arms[1:] for r in runs]])
+    # every run read and checked before anything is written: the same questions, one verdict per item
+    verdicts = {r: read_verdicts(r, scoring if measure == "accuracy" else None) for _, runs in arms for r in runs}
+    refuse_incomparable(list(verdicts.values()))
     if not group:
         names = [name for name, _ in arms]
         header = ["task", *names, *(f"Δ {n}" for n in names[1:])]
@@ -236,12 +245,10 @@ def eval_compare(
     if measure != "accuracy":
         return  # WER has no per-item verdict to pair
     base_name, base_runs = arms[0]
-    if scoring not in VERDICTS:
-        raise UserError(f"--scoring {scoring!r}: one of {', '.join(VERDICTS)}")
-    base = [read_verdicts(r, scoring) for r in base_runs]
+    base = [verdicts[r] for r in base_runs]
     sections = []
     for name, runs in arms[1:]:
-        results = compare_arms(base, [read_verdicts(r, scoring) for r in runs], resamples)
+        results = compare_arms(base, [verdicts[r] for r in runs], resamples)
         title = f"{name} − {base_name}: accuracy (%, {scoring}), Δ with its 95 % paired bootstrap interval"
         pooled = " (seeds pooled)" if len(runs) > 1 else ""
         header = ["task", "items", base_name, name, "Δ", "95 % interval", f"McNemar p{pooled}"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,36 +29,88 @@ ALL = "overall"
 
 @dataclass(frozen=True)
 class RunVerdicts:
-    """One run's per-item verdicts, and the group values each item belongs to (e.g. task: sound)."""
+    """One run's per-item verdicts, the group values each item belongs to (e.g. task: sound), each item's
+    reference answer, and what the run was scored on (eval.json: benchmark, manifest digest)."""
 
     folder: Path
     correct: dict[str, bool]
     groups: dict[str, dict[str, str]]
+    references: dict[str, str] = field(default_factory=dict)
+    scored_on: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def items(self) -> list[str]:
+        return sorted(self.references or self.correct)
 
 
 VERDICTS = {"generate": "correct", "likelihood": "likelihood_correct"}  # the scoring -> its predictions.jsonl field
 Z_975, Z_80 = 1.959964, 0.841621  # standard normal quantiles: two-sided 5 % test, 80 % power
 
 
-def read_verdicts(folder: Path, scoring: str = "generate") -> RunVerdicts:
+def read_verdicts(folder: Path, scoring: str | None = "generate") -> RunVerdicts:
     """A `coat-pipe eval` output folder's predictions.jsonl: {id: correct}, {id: {key: value}}; with
-    scoring "likelihood", the verdicts of `--scoring both`'s likelihood choices."""
-    field = VERDICTS[scoring]
+    scoring "likelihood", the verdicts of `--scoring both`'s likelihood choices; with None, the items and
+    references only (WER has no verdict per item). Raises UserError naming the file and line for a row
+    without an id or a true/false verdict, an id given twice, or no rows at all."""
+    field_name = VERDICTS[scoring] if scoring else "id"
     path = folder / "predictions.jsonl"
     if not path.is_file():
         raise UserError(f"{folder}: no predictions.jsonl (the output folder of `coat-pipe eval`)")
-    correct, groups = {}, {}
+    correct, groups, references, lines = {}, {}, {}, {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            item = str(row["id"])
-            correct[item] = bool(row[field])
+            item, verdict = str(row["id"]), row[field_name]
         except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{number}: not a scored prediction row (id and {field})") from None
+            raise UserError(f"{path}:{number}: not a scored prediction row (id and {field_name})") from None
+        if scoring and not isinstance(
+            verdict, bool
+        ):  # the string "false" is not a verdict, and bool() would call it true
+            raise UserError(f"{path}:{number}: {field_name} is {verdict!r}, not true or false")
+        if item in lines:
+            raise UserError(f"{path}:{number}: id {item!r} again (first on line {lines[item]}); which counts?")
+        lines[item] = number
+        if scoring:
+            correct[item] = verdict
         groups[item] = {str(k): str(v) for k, v in (row.get("groups") or {}).items()}
-    return RunVerdicts(folder, correct, groups)
+        references[item] = json.dumps(row.get("reference"))
+    if not lines:
+        raise UserError(f"{path}: no scored items")
+    return RunVerdicts(folder, correct, groups, references, scored_on(folder))
+
+
+def scored_on(folder: Path) -> dict[str, str]:
+    """What eval.json says the run was scored on: benchmark and the manifest's digest (older runs: none)."""
+    path = folder / "eval.json"
+    try:
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        raise UserError(f"{path}: not valid JSON") from None
+    return {k: str(meta[k]) for k in ("benchmark", "manifest_sha256") if isinstance(meta, dict) and k in meta}
+
+
+def refuse_incomparable(runs: list[RunVerdicts]) -> None:
+    """Runs pair item by item only when they were scored on the same question set: the same benchmark and
+    manifest (eval.json), the same ids and, for each id, the same reference answer."""
+    first = runs[0]
+    for run in runs[1:]:
+        for key in ("benchmark", "manifest_sha256"):
+            mine, theirs = first.scored_on.get(key), run.scored_on.get(key)
+            if mine is not None and theirs is not None and mine != theirs:
+                what = "benchmarks" if key == "benchmark" else "manifests"
+                raise UserError(
+                    f"{run.folder} and {first.folder} were scored on different {what}; compare like with like"
+                )
+        if run.items != first.items:
+            raise UserError(f"{run.folder} was scored on other items than {first.folder}; compare like with like")
+        differ = [i for i in first.references if run.references.get(i) != first.references.get(i)]
+        if differ:
+            raise UserError(
+                f"{run.folder} and {first.folder} give {len(differ)} item(s) other reference answers (e.g. id "
+                f"{differ[0]!r}): not the same questions; compare like with like"
+            )
 
 
 @dataclass(frozen=True)
@@ -113,10 +165,8 @@ def compare_arms(arm_a: list[RunVerdicts], arm_b: list[RunVerdicts], resamples: 
     """Δ (B − A) with its interval for all items, then for every group value the runs record."""
     if len(arm_a) != len(arm_b):
         raise UserError(f"the arms hold {len(arm_a)} and {len(arm_b)} runs; runs pair by seed, give as many of each")
+    refuse_incomparable([*arm_a, *arm_b])
     items = sorted(arm_a[0].correct)
-    for run in [*arm_a, *arm_b]:
-        if sorted(run.correct) != items:
-            raise UserError(f"{run.folder} was scored on other items than {arm_a[0].folder}; compare like with like")
     rows: list[tuple[str, list[str]]] = [(ALL, items)]
     keys = sorted({k for g in arm_a[0].groups.values() for k in g})
     for key in keys:

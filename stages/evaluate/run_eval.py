@@ -7,6 +7,7 @@ OUT/metrics.md          the same as tables; OUT/confusion.png for classification
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from stages.evaluate.answer import answer, load_run
 from stages.evaluate.benchmarks import KINDS, EvalItem, load_benchmark
 from stages.evaluate.metrics import judge, markdown, score
 from stages.evaluate.prompts import PRESETS, PromptFormat
+from stages.output_folder import refuse_taken, replaced_folder
 from stages.progress import audio_progress
 from stages.train.backbones.base import SAMPLE_RATE
 from stages.train.likelihood import pick_choice
@@ -96,11 +98,14 @@ def run_eval(
     progress: bool = True,
     scoring: str = "generate",
     prompt: PromptFormat = PRESETS["coat"],
+    overwrite: bool = False,
 ) -> tuple[dict[str, Any], list[EvalItem]]:
     """Answer every askable item of the benchmark in batches; score all of them. `scoring`: "generate"
     (the answer is generated text), "likelihood" (the most likely of the item's allowed answers), or
     "both", side by side in metrics.json. `prompt` puts MMAU/MMAR questions (its template) and every
-    benchmark's turn (its system prompt); eval.json records it."""
+    benchmark's turn (its system prompt); eval.json records it. `out` must be new or empty unless `overwrite`:
+    then a finished evaluation there is replaced whole, once this one is done."""
+    refuse_taken(out, overwrite)
     if scoring not in SCORINGS:
         raise UserError(f"--scoring {scoring!r}: one of {', '.join(SCORINGS)}")
     if scoring != "generate" and KINDS.get(benchmark) not in ("choice", "label", "exact"):
@@ -138,16 +143,30 @@ def run_eval(
         "run": str(run),
         "benchmark": benchmark,
         "manifest": str(manifest),
+        "manifest_sha256": manifest_digest(manifest),  # `eval compare` pairs only runs on the same questions
         "scoring": scoring,
         "prompt": prompt.record() if benchmark in ("mmau", "mmar") else {"system": prompt.system},
     }
     if scoring == "likelihood":  # the chosen answer is the prediction the benchmark's own rule scores
         predictions = dict(likely)
-    metrics = write_outputs(
-        out, benchmark, items, predictions, title=f"{benchmark}: {run}", likely=likely if scoring == "both" else None
-    )
-    (out / "eval.json").write_text(json.dumps(meta, indent=1))
+    with replaced_folder(out, overwrite) as staging:
+        metrics = write_outputs(
+            staging, benchmark, items, predictions, f"{benchmark}: {run}", likely if scoring == "both" else None
+        )
+        (staging / "eval.json").write_text(json.dumps(meta, indent=1))
     return metrics, items
+
+
+def manifest_digest(manifest: Path | str) -> str | None:
+    """sha256 of the manifest file (of a corpus folder's corpus.json); None where it cannot be read."""
+    from store_schema.location import corpus_path
+
+    path = corpus_path(manifest)
+    path = path / "corpus.json" if path.is_dir() else path
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def read_predictions(path: Path) -> dict[str, str | None]:

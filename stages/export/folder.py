@@ -30,10 +30,10 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, GenerationConfig
 
 from stages.export.card import model_card
+from stages.output_folder import replaced_folder
 from stages.train.bundle import bundle_dir, load_bundle
 from stages.train.model import CoatModel
 from stages.train.think import thinking_block
-from store_schema.corpus import refuse_non_empty
 from store_schema.errors import UserError
 
 EXPORT_FORMAT = 1
@@ -75,13 +75,18 @@ def _evaluations(run: Path) -> dict[str, dict[str, Any]]:
 
 
 def export_run(run: Path, out: Path, adapter_only: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Write RUN's trained model into OUT (see the module docstring); returns seconds and bytes."""
+    """Write RUN's trained model into OUT (see the module docstring); returns seconds and bytes. OUT must be new
+    or empty; with `overwrite` an old export there is replaced whole (nothing of it is left beside the new)."""
     started = time.perf_counter()
     bundle = bundle_dir(run)
-    if not overwrite:
-        refuse_non_empty(out)
+    with replaced_folder(out, overwrite) as staging:
+        _write_export(run, bundle, staging, adapter_only)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"out": str(out), "seconds": time.perf_counter() - started, "bytes": size, "adapter_only": adapter_only}
+
+
+def _write_export(run: Path, bundle: Path, out: Path, adapter_only: bool) -> None:
     coat = load_bundle(bundle).eval()
-    out.mkdir(parents=True, exist_ok=True)
     k = len(coat.think.slots) if coat.think else 0
     processor = coat.processor
     if coat.think:
@@ -115,8 +120,6 @@ def export_run(run: Path, out: Path, adapter_only: bool = False, overwrite: bool
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
     train_config = _read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
     (out / "README.md").write_text(model_card(meta, train_config, _evaluations(run)))
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"out": str(out), "seconds": time.perf_counter() - started, "bytes": size, "adapter_only": adapter_only}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -76,24 +76,30 @@ def load_experts(config: ExtractConfig) -> list[Expert]:
     return experts
 
 
-def _refuse_stale(corpus: CorpusInfo, shards: list[ShardInfo], specs: list[ExpertSpec], config: ExtractConfig) -> None:
-    """Before any work: a store of another schema or rate, or a group made with other options, stops the run."""
+def _stale_groups(corpus: CorpusInfo, shard: ShardInfo, specs: list[ExpertSpec], config: ExtractConfig) -> list[str]:
+    """The shard's complete groups made with other options (refused unless --overwrite); raises UserError for a
+    store of another schema or rate."""
+    store = shard_store_path(corpus.tar_path(shard))
+    if not store.is_dir():
+        return []
+    attrs = ShardStore(store).attrs
+    if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("store_rate") != config.store_rate:
+        raise UserError(
+            f"{store}: schema {attrs.get('schema_version')} at {attrs.get('store_rate')} Hz, this run writes "
+            f"schema {SCHEMA_VERSION} at {config.store_rate} Hz; move the old store aside first"
+        )
     stale = []
-    for shard in shards:
-        tar = corpus.tar_path(shard)
-        store = shard_store_path(tar)
-        if not store.is_dir():
-            continue
-        attrs = ShardStore(store).attrs
-        if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("store_rate") != config.store_rate:
-            raise UserError(
-                f"{store}: schema {attrs.get('schema_version')} at {attrs.get('store_rate')} Hz, this run writes "
-                f"schema {SCHEMA_VERSION} at {config.store_rate} Hz; move the old store aside first"
-            )
-        for spec in specs:
-            found = group_fingerprint(store, spec.expert)
-            if found is not None and found != spec.fingerprint and not config.overwrite:
-                stale.append(f"{shard.name}: {spec.expert} ({found} ≠ {spec.fingerprint})")
+    for spec in specs:
+        found = group_fingerprint(store, spec.expert)
+        if found is not None and found != spec.fingerprint and not config.overwrite:
+            stale.append(f"{shard.name}: {spec.expert} ({found} ≠ {spec.fingerprint})")
+    return stale
+
+
+def _refuse_stale(corpus: CorpusInfo, shards: list[ShardInfo], specs: list[ExpertSpec], config: ExtractConfig) -> None:
+    """A store of another schema or rate, or a group made with other options, stops the run: before any work,
+    and again for each shard once its lock is held (another extractor may have written it in between)."""
+    stale = [line for shard in shards for line in _stale_groups(corpus, shard, specs, config)]
     if stale:
         listing = "\n  ".join(stale[:10]) + (f"\n  … and {len(stale) - 10} more" if len(stale) > 10 else "")
         raise UserError(
@@ -298,6 +304,9 @@ def _run_extract(config: ExtractConfig, corpus: CorpusInfo) -> ExtractSummary:
                 if not locks.enter_context(shard_lock(corpus.root, shard.name, blocking=blocking)):
                     still_waiting.append(shard)
                     continue
+                # what the lock guards is checked again now that it is held: another extractor with other
+                # options may have completed this shard since the check at the start
+                _refuse_stale(corpus, [shard], list(specs.values()), config)
                 store = shard_store_path(corpus.tar_path(shard))
                 current = all(group_fingerprint(store, s.expert) == s.fingerprint for s in specs.values())
                 if current and not (config.overwrite and shard.name not in summary.shards_done):

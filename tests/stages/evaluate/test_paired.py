@@ -135,3 +135,39 @@ def test_eval_compare_with_arms_of_several_seeds(tmp_path):
     assert "coat − base" in result.output
     table = (tmp_path / "base0" / "compare-paired.md").read_text()
     assert "| overall | 40 | 25.0 | 75.0 | +50.0 |" in table  # McNemar is for one run per arm: left blank
+
+
+def test_compare_refuses_what_does_not_pair(tmp_path):
+    """Other questions under the same ids, a repeated id, a verdict that is the string "false", no items, and
+    evaluations of different manifests: each one line, exit 2, nothing written."""
+    from tests.refusals import error_line, tree_state
+
+    base = _eval_folder(tmp_path / "base", ["yes", "no"] * 5)
+    other = tmp_path / "other"  # the same ids, other questions (other references)
+    items = [EvalItem(f"q{i}", None, "?", "no") for i in range(10)]
+    write_outputs(other, "synth", items, {f"q{i}": "no" for i in range(10)})
+    twice = _eval_folder(tmp_path / "twice", ["yes", "no"] * 5)
+    rows = (twice / "predictions.jsonl").read_text().splitlines()
+    (twice / "predictions.jsonl").write_text("\n".join([*rows, rows[3]]) + "\n")
+    text = _eval_folder(tmp_path / "text", ["yes", "no"] * 5)
+    rows = [json.loads(r) for r in (text / "predictions.jsonl").read_text().splitlines()]
+    rows[1]["correct"] = "false"
+    (text / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    empty = tmp_path / "empty"
+    write_outputs(empty, "synth", [], {})
+    manifests = []
+    for name, digest in (("m1", "a" * 64), ("m2", "b" * 64)):
+        folder = _eval_folder(tmp_path / name, ["yes", "no"] * 5)
+        (folder / "eval.json").write_text(json.dumps({"benchmark": "synth", "manifest_sha256": digest}))
+        manifests.append(folder)
+    before = tree_state(tmp_path)
+    cases = [
+        ((base, other), "other reference answers"),
+        ((base, twice), "again (first on line 4)"),
+        ((base, text), "'false', not true or false"),
+        ((base, empty), "no scored items"),
+        (tuple(manifests), "different manifests"),
+    ]
+    for folders, says in cases:
+        error_line(cli("eval", "compare", *folders, expect=2), 2, says)
+    assert tree_state(tmp_path) == before

@@ -13,6 +13,7 @@ from stages.evaluate.metrics import judge
 from stages.evaluate.prompts import PRESETS, prompt_format
 from store_schema.errors import UserError
 from tests.helpers import cli
+from tests.refusals import error_line, tree_state
 
 
 def test_the_r1_aqa_preset_is_the_published_mmau_prompt():
@@ -90,3 +91,16 @@ def test_a_prompt_for_a_benchmark_without_choices_is_refused(tmp_path, make_run)
     result = cli("eval", "--run", make_run("tiny-qwen2-audio"), "--benchmark", "asr", "--manifest", tmp_path,
                  "--prompt-preset", "r1-aqa", expect=2)  # fmt: skip
     assert "mmau/mmar" in result.output
+
+
+def test_a_finished_evaluation_is_never_replaced_without_overwrite(tmp_path, make_run, synth_corpus):
+    run, out = make_run("tiny-qwen2-audio"), tmp_path / "out"
+    args = ["eval", "--run", run, "--benchmark", "synth", "--manifest", synth_corpus, "--out", out,
+            "--max-new-tokens", 2, "--no-progress"]  # fmt: skip
+    cli(*args)
+    (out / "notes.txt").write_text("someone's notes beside their evaluation")
+    before = tree_state(out)
+    error_line(cli(*args, expect=2), 2, out, "--overwrite")
+    assert tree_state(out) == before
+    cli(*args, "--overwrite", "--scoring", "likelihood")
+    assert not (out / "notes.txt").exists() and json.loads((out / "eval.json").read_text())["scoring"] == "likelihood"

@@ -246,6 +246,21 @@ def test_refusals(trained_run, tmp_path):
     error_line(result, 2, tmp_path / "unfinished", "no model bundle")
 
 
+def test_overwrite_replaces_an_old_export_whole(trained_run, tmp_path):
+    """An adapter-only export over a full one: none of the old merged weights stays beside the adapter (plain
+    transformers would otherwise serve the new adapter on the old weights); a failed export leaves the old."""
+    out, run = tmp_path / "export", trained_run("tiny-qwen2-audio")
+    cli("export", "--run", run, "--out", out)
+    assert list(out.glob("model*.safetensors"))
+    cli("export", "--run", run, "--out", out, "--adapter-only", "--overwrite")
+    assert not list(out.glob("model*.safetensors")) and (out / "adapter_model.safetensors").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or old folder left
+    before = tree_state(out)
+    (tmp_path / "unfinished").mkdir()
+    cli("export", "--run", tmp_path / "unfinished", "--out", out, "--overwrite", expect=2)
+    assert tree_state(out) == before
+
+
 def test_bench_generate_runs_two_exports_through_plain_generate(trained_run, tmp_path):
     """A smoke test of `bench generate --exports` (no bound on the ratios: they are figures, not checks)."""
     cli("export", "--run", trained_run("tiny-qwen2-audio"), "--out", tmp_path / "coat")

@@ -162,3 +162,27 @@ def test_store_stats_does_not_write_through_a_planted_link(extracted_corpus, tmp
     before = tree_state(corpus, outside)
     error_line(cli("store", "stats", corpus, expect=2), 2, corpus / "stats", "symbolic link")
     assert tree_state(corpus, outside) == before
+
+
+def test_a_group_another_extractor_completed_with_other_options_after_the_start_is_never_rewritten(
+    corpus, monkeypatch
+):
+    """The check for groups made with other options runs again once the shard's lock is held: here another
+    extractor (64 mel bins) completes shard 1 between this run's start (128 bins) and its taking the lock."""
+    import stages.extract.runner as runner
+
+    real_lock = runner.shard_lock
+    raced = []
+
+    def lock_after_a_rival(root, name, blocking):
+        if name == "train-000001.tar" and not raced:
+            raced.append(name)
+            cli(*EXTRACT, "--corpus", corpus, "--set", "mel.n_mels=64", "--shard-index", 1, "--num-shards", 3)
+        return real_lock(root, name, blocking=blocking)
+
+    monkeypatch.setattr(runner, "shard_lock", lock_after_a_rival)
+    result = cli(*EXTRACT, "--corpus", corpus, expect=2)
+    error_line(result, 2, "made with other expert options")
+    assert "train-000001.tar: mel" in result.output and "--overwrite" in result.output
+    rival = ShardStore.for_tar(corpus / "train-000001.tar").expert("mel")
+    assert raced and rival.spec.dim == 64  # the rival's complete group stands

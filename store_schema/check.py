@@ -17,6 +17,8 @@ from store_schema.errors import UserError
 from store_schema.layout import (
     CLIP,
     FRAMES,
+    MAX_STORE_RATE,
+    MIN_STORE_RATE,
     OFFSETS,
     SCHEMA_VERSION,
     STATUS,
@@ -172,6 +174,16 @@ def check_store(
                 Problem(
                     shard.name,
                     f"schema version {version}, expected {SCHEMA_VERSION}",
+                    f"delete {path} and re-run coat-pipe extract",
+                )
+            )
+            continue
+        rate = store.attrs.get("store_rate")
+        if not isinstance(rate, int | float) or not MIN_STORE_RATE <= rate <= MAX_STORE_RATE:  # NaN fails too
+            problems.append(
+                Problem(
+                    shard.name,
+                    f"store rate {rate!r} Hz outside [{MIN_STORE_RATE:g}, {MAX_STORE_RATE:g}]",
                     f"delete {path} and re-run coat-pipe extract",
                 )
             )

@@ -11,6 +11,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 DEFAULT_STORE_RATE = 12.5  # Hz: one store frame per 80 ms
+MIN_STORE_RATE, MAX_STORE_RATE = 0.5, 200.0  # Hz: the rates a store may have (extract's and every reader's check)
 
 KEYS = "keys"  # (N,) str, the tar's __key__ order
 FRAMES, OFFSETS, CLIP, STATUS = "frames", "offsets", "clip", "status"

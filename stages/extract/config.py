@@ -7,18 +7,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from store_schema.layout import DEFAULT_STORE_RATE
+from store_schema.layout import DEFAULT_STORE_RATE, MAX_STORE_RATE, MIN_STORE_RATE
 
 
 class ExtractConfig(BaseModel):
     """Stage one. Written into every expert group's attributes (`extract_config`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     corpus: str  # folder with corpus.json and the tar shards, or an object-store URL (s3://bucket/prefix)
     experts: list[str] = Field(min_length=1)  # registry names, run together on each decoded clip
-    store_rate: float = DEFAULT_STORE_RATE  # Hz of the stored frames; one value per store
-    batch_seconds: float = Field(default=240.0, gt=0)  # padded audio seconds per expert batch
+    # Hz of the stored frames; one value per store. From one frame per 2 s to one per 5 ms (the finest an
+    # expert here produces is 100 Hz; beyond MAX_STORE_RATE a 30 s clip's frames would not fit memory)
+    store_rate: float = Field(default=DEFAULT_STORE_RATE, ge=MIN_STORE_RATE, le=MAX_STORE_RATE)
+    batch_seconds: float = Field(default=240.0, gt=0, le=86400)  # padded audio seconds per expert batch
     num_workers: int = Field(default=2, ge=0)  # DataLoader workers that decode and resample
     device: str = "cpu"  # torch device the experts run on: cpu, cuda, cuda:1
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # expert weights/activations on device

@@ -24,7 +24,7 @@ def backbone_choices() -> str:
 class ModelConfig(BaseModel):
     """Written into every run directory and bundle (`config.yaml`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backbone: str | None = None  # required: qwen2-audio | qwen2.5-omni | af3, or a tiny- twin (tests, quickstart)
     model_path: str | None = None  # local dir or hub id instead of the backbone's default
@@ -39,19 +39,19 @@ class ModelConfig(BaseModel):
     # Hidden-state layer the heads read (0 = embeddings, N = last). Default: 2/3 of the depth, so the block
     # has attended to the audio through most of the stack while the last third stays free to turn what it
     # holds into the answer, rather than the distillation pulling on the very states that predict tokens.
-    think_layer: int | None = None
+    think_layer: int | None = Field(default=None, ge=0)  # its upper bound, the depth, is checked before the run
     lora_rank: int = Field(default=16, ge=0)  # 0: the whole language model trains (full fine-tuning)
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     lora_targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))  # linear layers of the LM only
     train_projector: bool = False  # the audio-to-text projector trains in full (frozen by default)
     # the audio encoder: frozen (default), LoRA on its attention and MLP layers, or every weight
     train_audio_encoder: Literal["frozen", "lora", "full"] = "frozen"
     distill_weight: float = Field(default=1.0, ge=0)  # λ in L = L_lm + λ Σ_e w_e L_e; 0: the block control
     expert_weights: dict[str, float] = {}  # w_e; default 1 for every expert
-    head_width: int | None = None  # default: min(256, the backbone's hidden size)
-    head_layers: int = 2
-    head_heads: int = 4
+    head_width: int | None = Field(default=None, ge=1)  # default: min(256, the backbone's hidden size)
+    head_layers: int = Field(default=2, ge=1)
+    head_heads: int = Field(default=4, ge=1)  # attention heads of each head; they divide head_width
 
     @field_validator("backbone")
     @classmethod
@@ -66,6 +66,13 @@ class ModelConfig(BaseModel):
             raise ValueError(f"no backbone given: choose one with --backbone ({backbone_choices()})")
         if self.lora_rank == 0 and self.train_audio_encoder == "lora":
             raise ValueError("train_audio_encoder: lora needs lora_rank > 0 (lora_rank 0 trains the LM in full)")
+        if self.lora_rank > 0 and not self.lora_targets:
+            raise ValueError("lora_targets is empty: name the LM's linear layers LoRA adapts (or set lora_rank 0)")
+        if self.head_width is not None and self.head_width % self.head_heads:
+            raise ValueError(f"head_heads {self.head_heads} does not divide head_width {self.head_width}")
+        negative = {e: w for e, w in self.expert_weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"expert_weights must be ≥ 0, got {negative}")
         return self
 
     @property
@@ -97,7 +104,7 @@ def resolved_dtype(name: str) -> str:
 class CorpusConfig(BaseModel):
     """One corpus of a mixture (or of the validation sets)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str  # extracted corpus (tars + store + stats): a folder, or an object-store URL
     weight: float = Field(default=1.0, gt=0)  # its share of the micro-steps is weight / the sum of weights
@@ -130,9 +137,11 @@ def parse_corpus_flag(text: str) -> dict[str, Any]:
 
 
 class TrainConfig(BaseModel):
-    """Stage two. Written in full to RUN/config.yaml; YAML file first, then CLI flags."""
+    """Stage two. Written in full to RUN/config.yaml; YAML file first, then CLI flags. Every number has its
+    range here (NaN and infinities refused), so a setting out of range stops the run before anything is
+    written."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     corpus: str | None = None  # one extracted corpus: a folder, or an object-store URL (a mixture of one)
     corpora: list[CorpusConfig] = []  # a weighted mixture instead: [{path, weight, experts, name}]
@@ -148,18 +157,18 @@ class TrainConfig(BaseModel):
     # duration buckets instead of a fixed count
     batch_seconds: float | None = Field(default=None, gt=0)
     grad_accum: int = Field(default=1, ge=1)
-    lr: float = 2e-4
-    min_lr_ratio: float = 0.1  # cosine decays to lr × this
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    lr: float = Field(default=2e-4, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)  # cosine decays to lr × this
+    warmup_steps: int = Field(default=10, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float = Field(default=1.0, ge=0)  # 0: no clipping (DeepSpeed's convention)
     schedule: Literal["two-stage", "joint"] = "two-stage"  # two-stage: `align` (distillation only), then `joint`
     align_fraction: float = Field(default=0.3, ge=0, le=1)  # share of steps in the align stage
     seed: int = 0
-    shuffle_window: int = 256  # clips shuffled together within an epoch (after the shard order shuffle)
-    num_workers: int = 2  # DataLoader workers per rank
-    log_every: int = 1
-    save_every: int = 50  # checkpoint every N steps (and at the end)
+    shuffle_window: int = Field(default=256, ge=1)  # clips shuffled together in an epoch (after the shard order)
+    num_workers: int = Field(default=2, ge=0)  # DataLoader workers per rank
+    log_every: int = Field(default=1, ge=1)
+    save_every: int = Field(default=50, ge=1)  # checkpoint every N steps (and at the end)
     keep_checkpoints: int = Field(default=3, ge=1)  # the newest N checkpoints stay (and `latest`, `best`)
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = ["tensorboard"]  # where metrics.jsonl goes too
     run_name: str | None = None  # the trackers' run name (default: the run folder's name)

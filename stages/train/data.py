@@ -37,7 +37,7 @@ from stages.train.targets import TargetSpec
 from store_schema.check import check_store
 from store_schema.corpus import CorpusInfo, TarIndex, read_corpus
 from store_schema.errors import UserError
-from store_schema.layout import Status
+from store_schema.layout import MAX_STORE_RATE, MIN_STORE_RATE, Status
 from store_schema.location import corpus_path, is_remote, worker_context
 from store_schema.reader import ShardStore
 from store_schema.stats import read_stats
@@ -81,8 +81,13 @@ def usable_items(corpus: CorpusInfo, experts: list[str]) -> tuple[list[list[int]
 
 
 def store_rate(corpus: CorpusInfo, expert: str) -> float:
-    """The store frame rate (Hz) of a corpus, from one expert group's record."""
-    return float(ShardStore.for_tar(corpus.tar_path(corpus.shards[0])).expert(expert).attrs["store_rate"])
+    """The store frame rate (Hz) of a corpus, from one expert group's record; UserError when it is not a rate a
+    store may have (a store altered by hand: training would cut its frames at the wrong times)."""
+    group = ShardStore.for_tar(corpus.tar_path(corpus.shards[0])).expert(expert)
+    rate = group.attrs.get("store_rate")
+    if not isinstance(rate, int | float) or not MIN_STORE_RATE <= rate <= MAX_STORE_RATE:
+        raise UserError(f"{corpus.tar_path(corpus.shards[0])}: {expert} store rate {rate!r} Hz is not a store's rate")
+    return float(rate)
 
 
 def clip_lengths(corpus: CorpusInfo, expert: str) -> list[np.ndarray]:

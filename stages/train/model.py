@@ -20,6 +20,7 @@ from stages.train.config import ModelConfig, resolved_dtype
 from stages.train.heads import ExpertHead, expert_loss
 from stages.train.targets import TargetSpec
 from stages.train.think import ThinkIds, add_thinking_tokens
+from store_schema.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -94,6 +95,22 @@ class CoatModel(nn.Module):
         if think is not None:
             for name, spec in specs.items():
                 self.heads[name] = ExpertHead(hidden, spec.dim, k, width, config.head_layers, config.head_heads)
+
+    @staticmethod
+    def check_against_backbone(config: ModelConfig) -> None:
+        """The settings that need the backbone's shape (the layer the heads read, the heads' width), checked
+        from its config alone, before a run writes anything; UserError names the setting and the bound."""
+        from stages.train.plan import backbone_config
+
+        text = backbone_config(config)[0].get_text_config()
+        layers, hidden = int(text.num_hidden_layers), int(text.hidden_size)
+        try:
+            config.resolved_think_layer(layers)
+        except ValueError as e:
+            raise UserError(f"model.think_layer: {e} ({config.backbone} has {layers} layers)") from None
+        width = config.head_width or min(256, hidden)
+        if width % config.head_heads:
+            raise UserError(f"model.head_heads {config.head_heads} does not divide the heads' width {width}")
 
     @classmethod
     def load_base(cls, config: ModelConfig) -> tuple[Backbone, str, PreTrainedModel, ProcessorMixin, ThinkIds | None]:

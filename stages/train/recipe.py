@@ -168,6 +168,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- data first: refuse a bad store before anything starts, then the stream's inputs -----------
     sources, specs, experts = load_sources(cfg.training_corpora, cfg.experts, not cfg.model.no_think)
     val_sets = load_sources(cfg.val_corpora, experts, False, held_only=True)[0] if cfg.val_corpora else []
+    CoatModel.check_against_backbone(cfg.model)  # the layer the heads read, the heads' width: before any write
     run, checkpoints = cfg.out, cfg.out / "checkpoints"
     ds_config = deepspeed_config(cfg, uses_gpu())
     resumed_changes = check_run_dir(cfg, ds_config)

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 import yaml
+import zarr
 
 from stages.extract.experts.tiny import make_tiny
 from store_schema.corpus import ShardInfo, read_corpus, write_corpus
@@ -186,3 +187,20 @@ def test_a_group_another_extractor_completed_with_other_options_after_the_start_
     assert "train-000001.tar: mel" in result.output and "--overwrite" in result.output
     rival = ShardStore.for_tar(corpus / "train-000001.tar").expert("mel")
     assert raced and rival.spec.dim == 64  # the rival's complete group stands
+
+
+@pytest.mark.parametrize("rate", ["0", "-1", "nan", "inf", "1e9"])
+def test_a_store_rate_out_of_range_is_refused_before_anything_is_written(corpus, rate):
+    _refused(corpus, "--store-rate", rate, names=("store_rate",))
+
+
+def test_a_store_whose_rate_was_altered_is_named_by_check_and_train(corpus, tmp_path):
+    cli(*EXTRACT, "--corpus", corpus)
+    store = zarr.open_group(corpus / "train-000000.zarr", mode="r+")
+    store.attrs["store_rate"] = -1.0
+    result = cli("store", "check", corpus, "--quick", expect=1)  # problems found: exit 1
+    assert "store rate -1.0 Hz" in result.output
+    result = cli("train", "--backbone", "tiny-qwen2-audio", "--corpus", corpus, "--out", tmp_path / "r", expect=2)
+    error_line(result, 2, "not ready for training")
+    assert "store rate -1.0 Hz" in result.output
+    assert not (tmp_path / "r").exists()

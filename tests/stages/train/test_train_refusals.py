@@ -212,3 +212,28 @@ def test_a_held_out_sample_without_an_answer_is_unanswerable_not_a_crash(small, 
     items = {item.id: item for item in load_synth(corpus)}
     assert len(items) == 12 and "no assistant turn" in items[key].problem
     assert sum(item.problem is not None for item in items.values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("log_every=0", "log_every"),
+        ("save_every=0", "save_every"),
+        ("num_workers=-1", "num_workers"),
+        ("shuffle_window=0", "shuffle_window"),
+        ("lr=.nan", "lr"),
+        ("lr=0", "lr"),
+        ("min_lr_ratio=2", "min_lr_ratio"),
+        ("model.lora_dropout=1.5", "lora_dropout"),
+        ("model.lora_targets=[]", "lora_targets"),
+        ("model.think_layer=99", "think_layer"),
+        ("model.head_heads=3", "head_heads"),
+        ("model.expert_weights={mel: -1}", "expert_weights"),
+        ("batch_seconds=.inf", "batch_seconds"),
+    ],
+)
+def test_a_setting_out_of_range_stops_before_anything_is_written(small, tmp_path, setting, says):
+    run, flags = tmp_path / "run", TRAIN[:-2]  # without --workers: a flag would win over --set num_workers
+    result = cli(*flags, "--corpus", small, "--out", run, "--steps", 2, "--set", setting, expect=2)
+    error_line(result, 2, says)
+    assert not run.exists()

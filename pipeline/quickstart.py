@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from pipeline.quickstart_setup import ARMS, VARIANTS, QuickstartConfig, QuickstartLayout
-from stages.config_files import config_dict
+from stages.config_files import config_dict, load_yaml
 from stages.progress import console
 from stages.train.config import flatten_settings
 from store_schema.errors import UserError
@@ -49,7 +49,7 @@ class Quickstart(QuickstartLayout):
         path = self.out / "quickstart.yaml"
         wanted = config_dict(self.cfg)
         if path.is_file():
-            held = yaml.safe_load(path.read_text())
+            held = load_yaml(path.read_text())
             if held != wanted:
                 old, new = flatten_settings(held), flatten_settings(wanted)
                 changed = ", ".join(f"{k}: {old.get(k)} → {v}" for k, v in new.items() if old.get(k) != v)

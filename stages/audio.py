@@ -45,10 +45,14 @@ def _read(source: str | io.BytesIO, name: str) -> tuple[np.ndarray, int, int]:
 
 
 def read_audio_file(path: Path) -> tuple[np.ndarray, int, int]:
-    """Decode a wav/flac/ogg/mp3 file: (mono float32 wave, sample rate, channels in the file)."""
+    """Decode a wav/flac/ogg/mp3 file a user names: (mono float32 wave, sample rate, channels in the file).
+    AudioError for a file that is missing, cannot be decoded or holds no samples (nothing to listen to)."""
     if not path.is_file():
         raise AudioError(Status.NO_AUDIO, f"{path}: no such file")
-    return _read(str(path), str(path))
+    wave, rate, channels = _read(str(path), str(path))
+    if wave.size == 0:
+        raise AudioError(Status.EMPTY, f"{path}: the file holds no samples")
+    return wave, rate, channels
 
 
 def read_audio_span(

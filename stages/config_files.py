@@ -13,6 +13,29 @@ from store_schema.errors import UserError
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+class YamlAliasRefused(yaml.YAMLError):
+    """A settings file used an alias; every caller's `except yaml.YAMLError` turns it into one line."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that stops at the first alias (`*name`, `<<: *name`): nine lines of nested aliases
+    expand to a billion values (a "billion laughs"), and settings never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise YamlAliasRefused(
+                f"YAML aliases are not accepted in settings (*{event.anchor} on line {event.start_mark.line + 1}): "
+                "write the value out"
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load` for every settings file and value the user hands over, without aliases."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(model: type[ConfigT], yaml_path: Path | None, overrides: dict[str, Any]) -> ConfigT:
     """YAML values, then every override that is not None. Unknown keys and wrong types are errors."""
     values: dict[str, Any] = {}
@@ -20,7 +43,7 @@ def load_config(model: type[ConfigT], yaml_path: Path | None, overrides: dict[st
         if not yaml_path.is_file():
             raise UserError(f"config file {yaml_path} does not exist")
         try:
-            loaded = yaml.safe_load(yaml_path.read_text()) or {}
+            loaded = load_yaml(yaml_path.read_text()) or {}
         except yaml.YAMLError as e:
             raise UserError(f"{yaml_path}: not valid YAML ({e})") from None
         if not isinstance(loaded, dict):
@@ -84,5 +107,8 @@ def parse_assignments(items: list[str] | None, depth: int | None = None, shape: 
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"--set {item!r}: {part} is already set to a value")
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = load_yaml(value)
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {name}: {str(e).splitlines()[0]}") from None
     return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from store_schema.errors import UserError
 from store_schema.location import check_reachable, corpus_path, is_remote, replace_file, storage_errors
 
 CORPUS_FILE = "corpus.json"
+REJECTED_FILE = "rejected.jsonl"  # the rows `shard` could not use, and why
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "mp3")  # tar entries read as the clip's audio, first found wins
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -79,17 +81,20 @@ def _read_corpus(root: Path) -> CorpusInfo:
         name = PurePosixPath(s.name)
         if name.is_absolute() or ".." in name.parts or name.suffix != ".tar" or not s.name.strip():
             raise UserError(f"{path}: shard name {s.name!r} is not a .tar file inside the corpus folder")
+    if not shards:
+        raise UserError(f"{path} lists no shards: there is nothing to check, extract or train on")
     missing = [s.name for s in shards if not info.tar_path(s).is_file()]
     if missing:
         raise UserError(f"{path} lists shards that do not exist: {', '.join(missing[:5])}")
     return info
 
 
-def refuse_non_empty(folder: Path) -> None:
-    """A folder a command creates its output in must be new or empty: nothing in it is overwritten."""
+def refuse_non_empty(folder: Path, but: tuple[str, ...] = ()) -> None:
+    """A folder a command creates its output in must be new or empty (of anything but the names in `but`):
+    nothing in it is overwritten."""
     if (not is_remote(folder) and folder.is_symlink()) or (folder.exists() and not folder.is_dir()):
         raise UserError(f"--out {folder} is not a folder")
-    held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    held = sorted(p.name for p in folder.iterdir() if p.name not in but) if folder.is_dir() else []
     if held:
         raise UserError(f"--out {folder} is not empty (holds {', '.join(held[:4])}); choose a new or empty folder")
 
@@ -301,7 +306,7 @@ class CorpusWriter:
         check_reachable(self.root)
         with storage_errors(self.root):
             if self.appending_to is None:
-                refuse_non_empty(self.root)
+                refuse_non_empty(self.root, but=(REJECTED_FILE,))
             else:
                 self._first = next_shard_number(self.root, self.name)
             self.root.mkdir(parents=True, exist_ok=True)
@@ -339,11 +344,19 @@ class CorpusWriter:
         self._writer, self._count, self._seconds = None, 0, 0.0
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:
+        if exc_type is not None:  # what this run wrote goes: a rerun starts from the folder as it was
             if self._writer is not None:
                 self._writer.close()
+                (self._local / f".{self._tar_name()}.tmp").unlink(missing_ok=True)
+            for shard in self.shards:
+                with contextlib.suppress(OSError):
+                    (self.root / shard.name).unlink()
+            if self._local != self.root:
+                shutil.rmtree(self._local, ignore_errors=True)
             return
         self._close_shard()
+        if not self.shards:  # nothing written: a corpus of no shards is not written (nor one rewritten)
+            return
         before = self.appending_to
         shards = [*before.shards, *self.shards] if before else self.shards
         write_corpus(self.root, self.sample_rate, shards, before.created_by if before else self.created_by)

@@ -49,13 +49,25 @@ def corpus_path(value: str | os.PathLike[str]) -> Path:
 
 
 def _defaults(protocol: str) -> dict[str, Any]:
-    """Fail fast when an S3 endpoint does not answer (botocore waits a minute and retries by default),
-    unless the user configured s3fs's client (`FSSPEC_S3_CONFIG_KWARGS` or fsspec's config file)."""
+    """Bounded time for every S3 call: an endpoint that accepts connections and never answers is an error
+    within about 25 s (two attempts of at most 5 s to connect and 10 s between bytes), not the hour
+    that botocore's and s3fs's retries stacked on each other would wait. botocore's standard retries also
+    back off on throttling (SlowDown), which s3fs would otherwise retry itself. Left alone when the user
+    configured s3fs's client (`FSSPEC_S3_CONFIG_KWARGS` or fsspec's config file)."""
     import fsspec.config
 
     if protocol not in ("s3", "s3a") or "config_kwargs" in fsspec.config.conf.get("s3", {}):
         return {}
-    return {"config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}}
+    import s3fs
+
+    s3fs.S3FileSystem.retries = 1  # s3fs's own loop around botocore's (5 by default): one loop is enough
+    return {
+        "config_kwargs": {
+            "connect_timeout": 5,
+            "read_timeout": 10,
+            "retries": {"total_max_attempts": 2, "mode": "standard"},
+        }
+    }
 
 
 def is_remote(path: Path) -> bool:

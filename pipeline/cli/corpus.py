@@ -132,7 +132,7 @@ def shard(
         raise UserError("give exactly one of --manifest FILE.jsonl, --audio-dir DIR or --from FORMAT SOURCE")
     rejected: list[dict[str, str]] = []
     if manifest is not None:
-        entries, rejected = read_manifest(manifest)
+        entries, rejected = read_manifest(manifest, allow_outside_audio)
         if not entries and not rejected:
             raise UserError(f"no audio found in {manifest}")
     elif audio_dir is not None:
@@ -152,9 +152,11 @@ def shard(
             entries = sources.read_lhotse(path, supervisions, allow_outside_audio)
         else:
             raise UserError(f"--from {kind}: the formats are {', '.join(SOURCE_FORMATS)}")
+    where = str(manifest or audio_dir or source[1])  # type: ignore[index]
     summary = build_shards(
-        entries, out_dir, sample_rate, shard_size, name, workers, rejected, max_seconds=max_seconds, append=append
-    )
+        entries, out_dir, sample_rate, shard_size, name, workers, rejected, max_seconds=max_seconds, append=append,
+        source=where,
+    )  # fmt: skip
     rows = [
         ("written", summary.written),
         ("rejected", len(summary.rejected)),

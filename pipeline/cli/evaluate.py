@@ -39,6 +39,8 @@ def generate(
     except AudioError as err:
         raise UserError(str(err)) from None
     wave = resample(wave, rate, SAMPLE_RATE)
+    if wave.size == 0:
+        raise UserError(f"{audio}: no samples left at {SAMPLE_RATE} Hz")
     model = load_run(run, device)
     said = answer(model, [wave], [question], max_new_tokens)[0]
     out.print(said.text, markup=False, highlight=False)
@@ -290,9 +292,11 @@ def probe(
 
     Example: [bold]coat-pipe probe --run runs/coat --run runs/base --corpus data/heldout --experts pitch,mel[/]
     """
-    from stages.evaluate.probe import run_probes
+    from stages.evaluate.probe import MIN_PROBE_CLIPS, run_probes
 
     out_dir = out_dir or runs[0] / "probe"
+    if limit is not None and limit < MIN_PROBE_CLIPS:
+        raise UserError(f"--limit {limit}: a probe needs at least {MIN_PROBE_CLIPS} clips (cross-validated folds)")
     result = run_probes(runs, corpus, [e.strip() for e in experts.split(",") if e.strip()], out_dir, limit, device)
     print_table("probes: held-out R² (accuracy for probs), best layer", result.header, result.rows)
     out.print(f"written: {out_dir}/probes.json, probes.md, probe_layers.png")

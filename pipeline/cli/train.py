@@ -237,10 +237,12 @@ def train(
         print_plan(plan_training(cfg, plan_gpus, memory, plan_seconds), memory)
         return
     runs = [load_config(TrainConfig, config, settings)] if sweep is None else sweep_configs(sweep, config, settings)
-    from stages.train.recipe import run_train
+    from stages.train.recipe import check_runs, run_train
     from stages.train.stop_signal import EXIT_INTERRUPTED
 
-    for cfg in runs:  # a sweep's runs in order; every one is checked before the first trains
+    if len(runs) > 1:  # a sweep's last run refused after hours of its first ones is a night lost
+        check_runs(runs)
+    for cfg in runs:  # a sweep's runs in order
         result = run_train(cfg)
         if result["interrupted"]:
             if result["rank"] == 0:

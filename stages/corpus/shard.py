@@ -21,6 +21,7 @@ import soundfile as sf
 from stages.audio import AudioError, encode_flac, read_audio_span, resample
 from stages.progress import audio_progress
 from store_schema.corpus import (
+    REJECTED_FILE,
     CorpusInfo,
     CorpusWriter,
     conversation_turns,
@@ -82,12 +83,17 @@ class ShardSummary:
     multi_turn: int = 0  # samples whose conversation goes on after its first answer (stored whole)
 
 
-def read_manifest(path: Path) -> tuple[list[ManifestEntry], list[dict[str, str]]]:
-    """Entries of a JSONL manifest (audio paths relative to it) and the lines that could not be used."""
+def read_manifest(path: Path, allow_outside: bool = False) -> tuple[list[ManifestEntry], list[dict[str, str]]]:
+    """Entries of a JSONL manifest (audio paths relative to it) and the lines that could not be used; an audio
+    path outside the manifest's folder is one of those unless `allow_outside` (as for every other source)."""
     if not path.is_file():
         raise UserError(f"manifest {path} does not exist")
     entries, rejected = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as e:
+        raise UserError(f"{path}: cannot be read as UTF-8 text ({type(e).__name__}: {e})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         origin = f"{path}:{number}"
@@ -99,10 +105,15 @@ def read_manifest(path: Path) -> tuple[list[ManifestEntry], list[dict[str, str]]
             conversation_turns(messages)  # a question and an answer, or the reason there are none
             if row.get("key") is not None and not isinstance(row["key"], str):
                 raise ValueError(f'"key" must be a string, got {json.dumps(row["key"])}')
-        except ValueError as e:
-            rejected.append({"origin": origin, "audio": "", "reason": f"bad manifest line: {e}"})
+        except (ValueError, RecursionError) as e:
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            rejected.append({"origin": origin, "audio": "", "reason": f"bad manifest line: {reason}"})
             continue
         audio = (path.parent / row["audio"]).resolve()
+        if not allow_outside and path.parent.resolve() not in audio.parents:
+            reason = f"audio path {row['audio']!r} lies outside {path.parent} (pass --allow-outside-audio to accept it)"
+            rejected.append({"origin": origin, "audio": str(audio), "reason": reason})
+            continue
         entries.append(
             ManifestEntry(
                 audio, origin, messages, str(row.get("task", "")), row.get("key"), str(row.get("source", row["audio"]))
@@ -185,6 +196,26 @@ def _prepare(args: tuple[ManifestEntry, int, float]) -> dict[str, Any]:
     return prepare_clip(*args)
 
 
+# What a malformed source raises while it is read (deep nesting, another encoding, a value of the wrong type
+# where a reader indexes it, a damaged Arrow or parquet file): one line naming the source, never a traceback.
+MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, UnicodeError, OSError)
+
+
+def _read_rows(rows: Iterable[ManifestEntry | Rejected], where: str) -> Iterator[ManifestEntry | Rejected]:
+    iterator = iter(rows)
+    while True:
+        try:
+            row = next(iterator)
+        except StopIteration:
+            return
+        except UserError:
+            raise
+        except MALFORMED as e:
+            reason = "nested too deeply" if isinstance(e, RecursionError) else f"{type(e).__name__}: {e}"
+            raise UserError(f"{where or 'the source'}: cannot be read ({reason[:300]})") from None
+        yield row
+
+
 def _batches(rows: Iterable[ManifestEntry | Rejected], size: int) -> Iterator[list[ManifestEntry | Rejected]]:
     batch: list[ManifestEntry | Rejected] = []
     for row in rows:
@@ -207,6 +238,7 @@ def build_shards(
     progress: bool = True,
     max_seconds: float = MAX_SECONDS,
     append: bool = False,
+    source: str = "",
 ) -> ShardSummary:
     """Write `entries` into `out/NAME-000000.tar …`, `out/rejected.jsonl`, then `out/corpus.json`.
 
@@ -215,7 +247,8 @@ def build_shards(
     overwritten, and no link planted there is written through. With `append`, `out` must hold a corpus:
     the new tars are numbered after the folder's, their keys are made unique against every key already
     there, rejections are added to its rejected.jsonl, and corpus.json is rewritten (atomically) last.
-    `sample_rate` defaults to 16000, or to the corpus's when appending (another is refused)."""
+    `sample_rate` defaults to 16000, or to the corpus's when appending (another is refused). A source that
+    cannot be read ends the run with one line naming `source`, and the tars this run wrote are removed."""
     if safe_key(name) != name:
         raise UserError(f"--name {name!r}: a shard name prefix holds only letters, digits, '_' and '-'")
     out = corpus_path(out)
@@ -232,7 +265,7 @@ def build_shards(
         else:
             if (out / "corpus.json").exists():
                 raise UserError(f"{out} already holds a corpus; add to it with --append, or choose another --out")
-            refuse_non_empty(out)
+            refuse_non_empty(out, but=(REJECTED_FILE,))  # the reasons a run that wrote nothing left are replaced
     sample_rate = before.sample_rate if before else (sample_rate or 16000)
     summary = ShardSummary(rejected=list(rejected or []))
     total = len(entries) if isinstance(entries, Sized) else None
@@ -242,7 +275,7 @@ def build_shards(
         audio_progress(disable=not progress) as bar,
     ):
         task = bar.add_task("shard", total=total, audio_s=0.0)
-        for batch in _batches(entries, STREAM_BATCH):
+        for batch in _batches(_read_rows(entries, source), STREAM_BATCH):
             usable = [row for row in batch if isinstance(row, ManifestEntry)]
             summary.rejected.extend(row.as_row() for row in batch if isinstance(row, Rejected))
             bar.advance(task, len(batch) - len(usable))
@@ -275,6 +308,14 @@ def build_shards(
                 bar.update(task, audio_s=summary.seconds)
         _write_rejected(out, summary.rejected, appending=before is not None)
     summary.shards = len(writer.shards)
+    if not summary.written:
+        example = (
+            f" (e.g. {summary.rejected[0]['origin']}: {summary.rejected[0]['reason']})" if summary.rejected else ""
+        )
+        raise UserError(
+            f"no usable sample in {source or 'the source'}: {len(summary.rejected)} row(s) rejected{example}; every "
+            f"reason is in {out}/{REJECTED_FILE}. Nothing else was written{'' if before else ' (no corpus.json)'}."
+        )
     return summary
 
 
@@ -285,7 +326,7 @@ def _write_rejected(out: Path, rejected: list[dict[str, str]], appending: bool) 
     with storage_errors(out):
         if appending:
             replace_file(path, (path.read_text() if path.is_file() else "").encode() + rows.encode())
-        elif is_remote(out):
-            replace_file(path, rows.encode())  # the prefix was empty: nothing is replaced
+        elif is_remote(out) or path.is_file():  # an empty folder's, or one a run that wrote nothing left
+            replace_file(path, rows.encode())
         else:
             write_new_file(path, rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,8 @@ def _json_lines(lines: Iterator[str]) -> Iterator[tuple[int, Any | ValueError]]:
                 yield number, json.loads(line)
             except ValueError as e:
                 yield number, e
+            except RecursionError:
+                yield number, ValueError("nested too deeply")
 
 
 def read_chat(
@@ -160,16 +163,26 @@ def read_chat(
 def _dataset_info(folder: Path, dataset: str) -> tuple[Path, ChatColumns]:
     info_file = folder / "dataset_info.json"
     try:
-        info = json.loads(info_file.read_text())[dataset]
-    except (OSError, ValueError) as e:
-        raise UserError(f"{info_file}: cannot read it ({e})") from None
-    except KeyError:
-        raise UserError(f"{info_file}: no dataset {dataset!r}") from None
-    sharegpt = info.get("formatting", "alpaca") == "sharegpt"
-    if not sharegpt or "file_name" not in info:
+        datasets = json.loads(info_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{info_file}: cannot read it ({type(e).__name__})") from None
+    if not isinstance(datasets, dict):
+        raise UserError(f"{info_file}: not a mapping of dataset names to their descriptions")
+    if dataset not in datasets:
+        raise UserError(f"{info_file}: no dataset {dataset!r}")
+    info = datasets[dataset]
+    if not isinstance(info, dict) or info.get("formatting", "alpaca") != "sharegpt" or "file_name" not in info:
         raise UserError(f"{info_file}: {dataset!r} is not a sharegpt-formatted file dataset (the shape with audios)")
     base = SHAREGPT
     cols, tags = info.get("columns", {}), info.get("tags", {})
+    names = (
+        [info["file_name"], *cols.values(), *tags.values()] if isinstance(cols, dict) and isinstance(tags, dict) else []
+    )
+    if not names or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{info_file}: {dataset!r}: file_name, columns and tags must be names (strings)")
+    file = (folder / info["file_name"]).resolve()
+    if not _inside(file, folder.resolve()):
+        raise UserError(f"{info_file}: {dataset!r}'s file_name {info['file_name']!r} lies outside {folder}")
     columns = ChatColumns(
         messages=cols.get("messages", base.messages),
         audios=cols.get("audios", base.audios),
@@ -180,7 +193,7 @@ def _dataset_info(folder: Path, dataset: str) -> tuple[Path, ChatColumns]:
         assistant=tags.get("assistant_tag", base.assistant),
         system_role=tags.get("system_tag", base.system_role),
     )
-    return folder / info["file_name"], columns
+    return file, columns
 
 
 # --- Hugging Face datasets: Arrow (save_to_disk) or parquet, through pyarrow alone ---------------------
@@ -195,9 +208,17 @@ def _record_batches(source: Path) -> Iterator[tuple[Path, Any]]:
         raise UserError("shard --from hf reads datasets with pyarrow: pip install 'coat-pipe[hf]'") from None
 
     if source.is_dir() and (source / "state.json").is_file():
-        state = json.loads((source / "state.json").read_text())
-        for data_file in state.get("_data_files", []):
-            path = source / data_file["filename"]
+        state_file = source / "state.json"
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+            names = [str(d["filename"]) for d in state["_data_files"]]
+        except (OSError, ValueError, RecursionError, KeyError, TypeError) as e:
+            raise UserError(f"{state_file}: not a save_to_disk state ({type(e).__name__}: {e})") from None
+        paths = [(source / name).resolve() for name in names]
+        for name, path in zip(names, paths):  # a state.json naming "../x.arrow" would read elsewhere
+            if not _inside(path, source.resolve()):
+                raise UserError(f"{state_file}: data file {name!r} lies outside {source}")
+        for path in paths:
             with pa.memory_map(str(path)) as stream:
                 reader = pa.ipc.open_stream(stream)
                 for batch in reader:
@@ -280,18 +301,41 @@ def _jsonl_gz(path: Path) -> Iterator[tuple[int, Any | ValueError]]:
 
 
 def _recording_file(recording: dict[str, Any], root: Path, allow_outside: bool) -> Path | str:
-    sources = recording.get("sources") or []
-    if len(sources) != 1 or sources[0].get("type") != "file":
+    sources = recording.get("sources")
+    if not isinstance(sources, list) or len(sources) != 1 or not isinstance(sources[0], dict):
         return "only recordings with one file source are read (not urls, memory or several files)"
-    return _audio_path(str(sources[0]["source"]), root, allow_outside)
+    if sources[0].get("type") != "file" or not isinstance(sources[0].get("source"), str):
+        return "only recordings with one file source are read (not urls, memory or several files)"
+    return _audio_path(sources[0]["source"], root, allow_outside)
 
 
-def _asr_entry(
-    origin: str, key: str, path: Path, text: str, offset: float, duration: float, channel: Any
-) -> ManifestEntry:
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _asr_entry(origin: str, record: dict[str, Any], path: Path, text: str) -> Row:
+    """A cut's or segment's sample, or why its id, start, duration or channel cannot be used."""
+    key, start, duration, channel = (record.get(k) for k in ("id", "start", "duration", "channel"))
+    if not isinstance(key, str | int) or isinstance(key, bool):
+        return Rejected(origin, str(path), "no id (a string)")
+    if not _number(start) or start < 0:
+        return Rejected(origin, str(path), f"start {start!r} is not a time ≥ 0 in seconds")
+    if not _number(duration) or duration <= 0:
+        return Rejected(origin, str(path), f"duration {duration!r} is not a time > 0 in seconds")
+    if isinstance(channel, list) and len(channel) == 1:
+        channel = channel[0]
+    if channel is not None and (not isinstance(channel, int) or isinstance(channel, bool) or channel < 0):
+        # a list of several channels would be mixed from channels it names, not the file's: not read
+        return Rejected(origin, str(path), f"channel {channel!r}: one channel index, or none for all of them")
     messages = [{"role": "user", "content": ASR_QUESTION}, {"role": "assistant", "content": text}]
-    chosen = channel if isinstance(channel, int) else None
-    return ManifestEntry(path, origin, messages, "asr", key, origin, offset, duration, chosen)
+    return ManifestEntry(path, origin, messages, "asr", str(key), origin, float(start), float(duration), channel)
+
+
+def _supervision_text(supervisions: Any) -> str | None:
+    """The supervisions' texts joined, or None when they are not a list of objects."""
+    if not isinstance(supervisions, list) or not all(isinstance(s, dict) for s in supervisions):
+        return None
+    return " ".join(str(s.get("text") or "").strip() for s in supervisions).strip()
 
 
 def read_lhotse(source: Path, supervisions: Path | None = None, allow_outside: bool = False) -> Iterator[Row]:
@@ -313,11 +357,12 @@ def read_lhotse(source: Path, supervisions: Path | None = None, allow_outside: b
             yield Rejected(origin, "", f"a {cut.get('type')} is not read (MonoCuts with a recording only)")
             continue
         path = _recording_file(cut["recording"], root, allow_outside)
-        text = " ".join(str(s.get("text") or "").strip() for s in cut.get("supervisions", [])).strip()
+        text = _supervision_text(cut.get("supervisions", []))
         if isinstance(path, str) or not text:
-            yield Rejected(origin, "", path if isinstance(path, str) else "the cut has no supervision text")
+            reason = path if isinstance(path, str) else "the cut has no supervision text (a list of objects)"
+            yield Rejected(origin, "", reason)
             continue
-        yield _asr_entry(origin, str(cut["id"]), path, text, cut["start"], cut["duration"], cut.get("channel"))
+        yield _asr_entry(origin, cut, path, text)
 
 
 def _read_segments(recordings: Path, supervisions: Path, allow_outside: bool) -> Iterator[Row]:
@@ -335,9 +380,8 @@ def _read_segments(recordings: Path, supervisions: Path, allow_outside: bool) ->
             yield Rejected(origin, "", "not a supervision segment")
             continue
         path = files.get(str(segment["recording_id"]), f"no recording {segment['recording_id']!r} in {recordings}")
-        text = str(segment.get("text") or "").strip()
-        if isinstance(path, str) or not text:
+        text = segment.get("text")
+        if isinstance(path, str) or not isinstance(text, str) or not text.strip():
             yield Rejected(origin, "", path if isinstance(path, str) else "the segment has no text")
             continue
-        channel = segment.get("channel")
-        yield _asr_entry(origin, str(segment["id"]), path, text, segment["start"], segment["duration"], channel)
+        yield _asr_entry(origin, segment, path, text.strip())

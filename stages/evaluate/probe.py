@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from peft import PeftModel
 
+from stages.config_files import load_yaml
 from stages.evaluate.answer import encode_prompts, for_inference, load_run
 from stages.progress import console
 from stages.train.batch import CoatSample, read_samples
@@ -39,6 +39,7 @@ from store_schema.stats import read_stats
 
 ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0, 1e4)
 FOLDS = 5
+MIN_PROBE_CLIPS = 10  # fewer clips than this leave the folds too small to fit a probe on
 
 
 @dataclass
@@ -51,7 +52,7 @@ class ProbeResult:
 def load_with_block(run: Path, k: int, device: str) -> CoatModel:
     """A --no-think run's model with the K-token block added to its tokenizer (untrained rows)."""
     path = bundle_dir(run)
-    meta = yaml.safe_load((path / "config.yaml").read_text())
+    meta = load_yaml((path / "config.yaml").read_text())
     config = ModelConfig.model_validate(meta["model"] | {"no_think": False, "think_tokens": k})
     backbone, source, base, processor, think = CoatModel.load_base(config)
     model = PeftModel.from_pretrained(base, str(path / "adapter"))
@@ -202,8 +203,8 @@ def run_probes(
             raise UserError(f"{corpus}: no `{expert}` in the store; run `coat-pipe extract --expert {expert}` first")
         specs[expert] = TargetSpec.from_stats(stats)
     samples = read_samples(corpus, experts, limit)
-    if len(samples) < 10:
-        raise UserError(f"{corpus}: {len(samples)} usable clips; probes need at least 10")
+    if len(samples) < MIN_PROBE_CLIPS:
+        raise UserError(f"{corpus}: {len(samples)} usable clips; probes need at least {MIN_PROBE_CLIPS}")
     fold = clip_folds(len(samples))
     models = {run: load_run(run, device) for run in runs}
     ks = {len(m.think.slots) for m in models.values() if m.think is not None}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from stages.config_files import load_yaml
 from stages.evaluate.scoring import LETTERS
 from store_schema.errors import UserError
 
@@ -57,9 +58,11 @@ def prompt_format(preset: str = "coat", template: str | None = None, system: str
     chosen = PRESETS[preset]
     if file is not None:
         try:
-            loaded = yaml.safe_load(Path(file).read_text())
+            loaded = load_yaml(Path(file).read_text())
         except (OSError, yaml.YAMLError) as e:
-            raise UserError(f"{file}: not a readable YAML prompt file ({type(e).__name__})") from None
+            raise UserError(
+                f"{file}: not a readable YAML prompt file ({(str(e).splitlines() or [type(e).__name__])[0]})"
+            ) from None
         if not isinstance(loaded, dict) or set(loaded) - {"template", "system"}:
             raise UserError(f"{file}: expected a mapping with `template:` and optionally `system:`")
         chosen = PromptFormat(str(loaded.get("template", chosen.template)), loaded.get("system", chosen.system))

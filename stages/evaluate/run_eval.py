@@ -24,6 +24,7 @@ from stages.progress import audio_progress
 from stages.train.backbones.base import SAMPLE_RATE
 from stages.train.likelihood import pick_choice
 from store_schema.errors import UserError
+from store_schema.layout import Status
 
 SCORINGS = ("generate", "likelihood", "both")
 
@@ -34,7 +35,10 @@ def item_wave(item: EvalItem) -> np.ndarray:
         wave, rate = decode_audio(item.audio[0], f"{item.id}.{item.audio[1]}")
     else:
         wave, rate, _ = read_audio_file(item.audio)
-    return resample(wave, rate, SAMPLE_RATE)
+    wave = resample(wave, rate, SAMPLE_RATE)
+    if wave.size == 0:
+        raise AudioError(Status.EMPTY, f"{item.id}: no samples at {SAMPLE_RATE} Hz")
+    return wave
 
 
 def allowed_answers(benchmark: str, item: EvalItem) -> list[str]:

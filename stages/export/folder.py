@@ -29,6 +29,7 @@ from peft import PeftModel
 from safetensors.torch import save_file
 from transformers import AutoConfig, GenerationConfig
 
+from stages.config_files import load_yaml
 from stages.export.card import model_card
 from stages.output_folder import replaced_folder
 from stages.train.bundle import bundle_dir, load_bundle
@@ -124,7 +125,7 @@ def _write_export(run: Path, bundle: Path, out: Path, adapter_only: bool) -> Non
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({e})") from None
     return loaded if isinstance(loaded, dict) else {}

@@ -69,13 +69,13 @@ def read_samples(corpus_root: Path, experts: list[str], limit: int | None = None
         store = ShardStore.for_tar(corpus.tar_path(shard))
         groups = {e: store.expert(e) for e in experts}
         for index, raw in enumerate(iter_tar_samples(corpus.tar_path(shard))):
+            if limit is not None and len(samples) >= limit:  # checked first: a limit of 0 reads nothing
+                return samples
             if any(g.status[index] != Status.OK for g in groups.values()):
                 continue
             frames = {e: g.frames_of(index) for e, g in groups.items()}
             clips = {e: g.clip[index] for e, g in groups.items()}
             samples.append(coat_sample(raw["__key__"], raw, frames, clips, corpus.tar_path(shard).name))
-            if limit is not None and len(samples) >= limit:
-                return samples
     return samples
 
 

@@ -7,6 +7,7 @@ RUN/final/
   processor/             the backbone's processor with the block's tokens in its tokenizer
   heads.safetensors      the per-expert heads (training only; kept for readout and probes)
   targets.json           each head's expert: kind, dim, fingerprint and the store stats it was trained on
+  manifest.json          sha256 and size of every file above, checked before anything is loaded
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from pathlib import Path
 
 import yaml
 from peft import PeftModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from stages.config_files import load_yaml
+from stages.file_manifest import MANIFEST, verify_files, write_manifest
+from stages.progress import console
 from stages.train.config import ModelConfig
 from stages.train.model import CoatModel
 from stages.train.targets import TargetSpec
@@ -44,6 +49,7 @@ def save_bundle(model: CoatModel, out: Path | str) -> Path:
     if len(model.heads):
         save_file({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}, out / "heads.safetensors")
     (out / "targets.json").write_text(json.dumps({e: s.to_stats().to_json() for e, s in model.specs.items()}, indent=1))
+    write_manifest(out)
     return out
 
 
@@ -62,8 +68,12 @@ def load_bundle(path: Path | str, backbone: str | None = None, model_path: str |
     config_file = path / "config.yaml"
     if not config_file.is_file():
         raise UserError(f"{path} is not a coat-pipe model bundle (no config.yaml); bundles are written to RUN/final/")
+    if (path / MANIFEST).is_file():
+        verify_files(path)  # a file altered, truncated, removed or added since training wrote the bundle
+    else:
+        console.print(f"warning: {path} has no {MANIFEST} (written before bundles had one): loaded unverified")
     try:
-        meta = yaml.safe_load(config_file.read_text())
+        meta = load_yaml(config_file.read_text())
         config = ModelConfig.model_validate(meta["model"])
         meta["backbone"], meta["think_ids"]  # noqa: B018 - present, or the bundle is damaged
         targets = json.loads((path / "targets.json").read_text())
@@ -86,5 +96,9 @@ def load_bundle(path: Path | str, backbone: str | None = None, model_path: str |
         peft_model = PeftModel.from_pretrained(model, str(path / "adapter"))
         coat = CoatModel(config, base_backbone, source, peft_model, processor, think, specs)
     if len(coat.heads):
-        coat.heads.load_state_dict(load_file(path / "heads.safetensors"))
+        try:
+            coat.heads.load_state_dict(load_file(path / "heads.safetensors"))
+        except (OSError, RuntimeError, SafetensorError) as e:  # shapes or names that are not these heads'
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"{path / 'heads.safetensors'}: not the heads this bundle describes ({reason})") from None
     return coat.eval()

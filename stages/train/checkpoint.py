@@ -18,7 +18,6 @@ save, and the RNG state is never unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -31,9 +30,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from stages.file_manifest import MANIFEST, folder_files, sha256_file, write_manifest
 from store_schema.errors import UserError
 
-MANIFEST = "manifest.json"
 LATEST = "latest"
 BEST = "best"
 TAG = re.compile(r"step\d{7}")
@@ -64,18 +63,6 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-
-
 def save_checkpoint(
     engine: Any, checkpoints: Path, step: int, client_state: dict[str, Any], rank: int, keep: int | None = None
 ) -> str:
@@ -90,8 +77,7 @@ def save_checkpoint(
         dist.barrier()  # every rank's files are on disk before the manifest lists them
     if rank == 0:
         folder = checkpoints / tag
-        files = {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in _files(folder)}
-        _write_atomic(folder / MANIFEST, json.dumps({"tag": tag, "files": files}, indent=1))
+        write_manifest(folder, tag=tag)
         _write_atomic(checkpoints / LATEST, tag)
         if keep is not None:
             prune_checkpoints(checkpoints, keep)
@@ -140,7 +126,7 @@ def verified_tag(checkpoints: Path, rank: int) -> str:
         what = type(e).__name__
         raise UserError(f"{folder / MANIFEST}: missing or unreadable ({what}); cannot verify {tag}") from None
     listed = set(manifest)
-    present = {str(p.relative_to(folder)) for p in _files(folder)}
+    present = {str(p.relative_to(folder)) for p in folder_files(folder)}
     if present - listed:
         unlisted = ", ".join(sorted(present - listed))
         raise UserError(f"{folder}: files the checkpoint's manifest does not list: {unlisted}")
@@ -154,7 +140,7 @@ def verified_tag(checkpoints: Path, rank: int) -> str:
         path = folder / name
         if not path.is_file():
             raise UserError(f"{path}: missing from checkpoint {tag}")
-        if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             raise UserError(f"{path}: differs from what was saved (truncated or altered); refusing to load it")
     return tag
 

@@ -68,7 +68,10 @@ class EpochPlan:
 
 
 def usable_items(corpus: CorpusInfo, experts: list[str]) -> tuple[list[list[int]], Counter]:
-    """Per shard, the sample indices whose status is ok in every chosen expert; and the skips by status."""
+    """Per shard, the sample indices whose status is ok in every chosen expert; and the skips by status. With no
+    expert (a --no-think run) every clip is usable and no store is opened: it may not exist yet."""
+    if not experts:
+        return [list(range(shard.samples)) for shard in corpus.shards], Counter()
     usable, skipped = [], Counter()
     for shard in corpus.shards:
         store = ShardStore.for_tar(corpus.tar_path(shard))

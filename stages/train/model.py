@@ -14,7 +14,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel, ProcessorMixin
 
-from stages.train.backbones import Backbone, resolve_backbone
+from stages.train.backbones import Backbone, backbone_config, resolve_backbone
 from stages.train.batch import CoatBatch, CoatSample, make_batch
 from stages.train.config import ModelConfig, resolved_dtype
 from stages.train.heads import ExpertHead, expert_loss
@@ -100,8 +100,6 @@ class CoatModel(nn.Module):
     def check_against_backbone(config: ModelConfig) -> None:
         """The settings that need the backbone's shape (the layer the heads read, the heads' width), checked
         from its config alone, before a run writes anything; UserError names the setting and the bound."""
-        from stages.train.plan import backbone_config
-
         text = backbone_config(config)[0].get_text_config()
         layers, hidden = int(text.num_hidden_layers), int(text.hidden_size)
         try:

@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
+from stages.train.backbones import backbone_config
 from stages.train.config import ModelConfig, TrainConfig, resolved_dtype
 from stages.train.targets import TargetSpec
 from stages.train.think import ThinkIds
 from store_schema.errors import UserError
 
-PUBLISHED = Path(__file__).parent / "backbones" / "published"
 GIB = 2**30
 OVERHEAD_BYTES = int(1.5 * GIB)  # CUDA context, NCCL buffers, allocator slack
 ADAM_BYTES = 12  # fp32 master weights + two fp32 moments, per trainable parameter
@@ -106,27 +106,6 @@ def parse_memory(text: str) -> int:
     unit = match[2].upper().removesuffix("B")
     base = 1024 if unit.endswith("I") else 1000
     return int(float(match[1]) * base ** "KMGT".index(unit[0]) * base)
-
-
-def backbone_config(model: ModelConfig) -> tuple[Any, str, int | None]:
-    """(the backbone's config object, where it came from, the tokenizer's size where known)."""
-    from stages.train.backbones import resolve_backbone
-
-    backbone, source = resolve_backbone(str(model.backbone), model.model_path)  # builds a tiny twin offline
-    config_class = backbone.model_class.config_class
-    if model.model_path is None and not model.is_tiny:
-        values = json.loads((PUBLISHED / f"{backbone.name}.json").read_text())
-        tokenizer_size = values.pop("tokenizer_size", None)
-        where = values.pop("_source")
-        values.pop("model_type")
-        return config_class(**values), where, tokenizer_size
-    folder = Path(source)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"--plan reads {folder}/config.json, which does not exist: pass a local --model-path")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(folder)) if (folder / "tokenizer_config.json").is_file() else None
-    return config_class.from_pretrained(str(folder)), str(folder / "config.json"), len(tokenizer) if tokenizer else None
 
 
 def meta_model(cfg: TrainConfig, specs: dict[str, TargetSpec]) -> tuple[Any, str]:

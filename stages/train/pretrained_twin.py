@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.optim.lr_scheduler import LambdaLR
 
 from stages.corpus.synth import SynthClip, make_clip
+from stages.file_manifest import cached_folder
 from stages.progress import console, training_progress
 from stages.train.backbones import BACKBONES, tiny_cache
 from stages.train.batch import CoatSample, make_batch
@@ -77,17 +77,7 @@ def twin_folder(recipe: TwinRecipe) -> Path:
 
 def pretrained_twin(recipe: TwinRecipe, progress: bool = True) -> Path:
     """The pretrained twin's folder for `recipe`: from the cache, or built now (a minute or two on 2 cores)."""
-    folder = twin_folder(recipe)
-    if (folder / "twin.json").is_file():
-        return folder
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_pretrained_twin(recipe, tmp, progress)
-    try:
-        os.rename(tmp, folder)  # atomic: a reader sees no twin or the whole twin
-    except OSError:  # another process put the same twin there first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return cached_folder(twin_folder(recipe), lambda tmp: build_pretrained_twin(recipe, tmp, progress))
 
 
 def build_pretrained_twin(recipe: TwinRecipe, out: Path, progress: bool = True) -> dict[str, Any]:

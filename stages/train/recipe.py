@@ -164,6 +164,14 @@ def reduce_logged(
     return means, summed[2 + 2 * k : 4 + 2 * k], counts.read(summed[4 + 2 * k :])
 
 
+def check_runs(runs: list[TrainConfig]) -> None:
+    """What can be refused without data, for every run of a sweep before the first trains: its folder (new, or
+    a run to --resume with the same settings) and the settings that need the backbone's shape."""
+    for cfg in runs:
+        CoatModel.check_against_backbone(cfg.model)
+        check_run_dir(cfg, deepspeed_config(cfg, uses_gpu()))
+
+
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- data first: refuse a bad store before anything starts, then the stream's inputs -----------
     sources, specs, experts = load_sources(cfg.training_corpora, cfg.experts, not cfg.model.no_think)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from stages.config_files import config_dict
+from stages.config_files import config_dict, load_yaml
 from stages.train.checkpoint import LATEST
 from stages.train.config import TrainConfig, settings_changes
 from store_schema.errors import UserError
@@ -42,7 +42,7 @@ def check_run_dir(cfg: TrainConfig, ds_config: dict[str, Any]) -> dict[str, Any]
     if (run / "final").exists() and not (run / "checkpoints" / LATEST).is_file():
         raise UserError(f"{run} holds a finished run (final/) whose checkpoints are gone; choose another --out")
     try:
-        saved = yaml.safe_load((run / "config.yaml").read_text())
+        saved = load_yaml((run / "config.yaml").read_text())
     except yaml.YAMLError as e:
         raise UserError(f"{run / 'config.yaml'}: not valid YAML ({e})") from None
     refused, allowed = settings_changes(saved if isinstance(saved, dict) else {}, config_dict(cfg))

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from stages.config_files import load_config, merge_settings
+from stages.config_files import load_config, load_yaml, merge_settings
 from stages.train.config import TrainConfig
 from store_schema.errors import UserError
 
@@ -35,7 +35,7 @@ def sweep_configs(path: Path, config: Path | None, settings: dict[str, Any]) -> 
     """The sweep's runs, every one checked before any trains: the command's settings (`config`, then
     `settings` from its flags, whose `out` is the sweep's folder), then the entry's, with out = OUT/name."""
     try:
-        entries = yaml.safe_load(path.read_text())
+        entries = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{path}: not a readable sweep file ({err})") from None
     if not isinstance(entries, list) or not entries:

@@ -74,3 +74,30 @@ def test_without_array_variables_or_corpus_it_says_how_to_submit(tmp_path):
     assert done.returncode != 0 and b"sbatch --array=0-N" in done.stderr
     done = subprocess.run(["bash", str(EXTRACT_SBATCH), "--expert", "mel"], env=env, capture_output=True)
     assert done.returncode == 2 and b"pass --corpus DIR" in done.stderr
+
+
+def test_a_bucket_corpus_keeps_its_marks_where_the_logs_go_and_makes_no_local_url_folder(tmp_path):
+    """With --corpus s3://..., the tasks' marks live in the submit folder; nothing named `s3:` appears."""
+    stand_in = tmp_path / "bin"
+    stand_in.mkdir()
+    calls = tmp_path / "calls.txt"
+    # coat-pipe itself is tested against a real S3 API elsewhere; here only what the script does around it
+    (stand_in / "coat-pipe").write_text(f'#!/bin/bash\necho "$*" >> {calls}\n')
+    (stand_in / "coat-pipe").chmod(0o755)
+    submit = tmp_path / "submit"
+    submit.mkdir()
+    for task in range(2):
+        env = {
+            **subprocess_env(),
+            "PATH": f"{stand_in}:{os.environ['PATH']}",
+            "SLURM_ARRAY_JOB_ID": "77",
+            "SLURM_ARRAY_TASK_ID": str(task),
+            "SLURM_ARRAY_TASK_COUNT": "2",
+            "SLURM_SUBMIT_DIR": str(submit),
+        }
+        args = ["bash", str(EXTRACT_SBATCH), "--corpus", "s3://bkt/corpus", "--expert", "mel"]
+        done = subprocess.run(args, env=env, cwd=submit, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (submit / "coat-extract-77.marks").iterdir()) == ["task-0.done", "task-1.done"]
+    assert not list(submit.glob("s3*")) and not list(tmp_path.glob("s3*"))
+    assert calls.read_text().splitlines()[-1] == "store check s3://bkt/corpus --expert mel"

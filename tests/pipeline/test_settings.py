@@ -7,6 +7,7 @@ from pipeline.quickstart_setup import TRAIN_DEFAULTS, QuickstartConfig
 from stages.config_files import load_config, parse_assignments
 from store_schema.errors import UserError
 from tests.helpers import cli
+from tests.refusals import error_line, tree_state
 
 
 def test_set_pairs_nest_on_their_dots_and_parse_yaml_scalars():
@@ -68,3 +69,30 @@ def test_train_set_with_an_unknown_key_is_one_clear_error(extracted_corpus, tmp_
         "train", "--corpus", extracted_corpus, "--out", tmp_path / "run", "--set", "model.lora_alfa=8", expect=2
     )
     assert "lora_alfa" in result.output and "Traceback" not in result.output
+
+
+def _bomb(levels: int, flow: bool = False) -> str:
+    """A "billion laughs": each level an anchored list of nine aliases of the level before (9**levels values
+    once expanded). Six levels keep a planted regression to half a million values, not an exhausted machine."""
+    names = [f"l{i}" for i in range(levels + 1)]
+    rows = [f"&{names[0]} [{', '.join(['lol'] * 9)}]"]
+    rows += [f"&{names[i]} [{', '.join([f'*{names[i - 1]}'] * 9)}]" for i in range(1, levels + 1)]
+    return f"[{', '.join(rows)}]" if flow else "".join(f"{n}: {r}\n" for n, r in zip(names, rows, strict=True))
+
+
+def test_yaml_aliases_are_refused_in_every_settings_file_and_value(extracted_corpus, tmp_path):
+    """A config file, a sweep, an expert option: each is one line naming the alias, nothing written."""
+    from stages.evaluate.prompts import prompt_format
+
+    config, sweep, run = tmp_path / "bomb.yaml", tmp_path / "sweep.yaml", tmp_path / "run"
+    config.write_text(_bomb(6))
+    sweep.write_text(f"- name: a\n  model: {{expert_weights: {_bomb(6, flow=True)}}}\n")
+    train = ("train", "--backbone", "tiny-qwen2-audio", "--corpus", extracted_corpus, "--out", run)
+    error_line(cli(*train, "--config", config, expect=2), 2, config, "aliases", "*l0")
+    error_line(cli(*train, "--sweep", sweep, expect=2), 2, sweep, "aliases")
+    corpus_before = tree_state(extracted_corpus)
+    extract = ("extract", "--corpus", extracted_corpus, "--expert", "mel", "--no-progress")
+    error_line(cli(*extract, "--set", f"mel.n_mels={_bomb(6, flow=True)}", expect=2), 2, "mel.n_mels", "aliases")
+    assert not run.exists() and tree_state(extracted_corpus) == corpus_before
+    with pytest.raises(UserError, match="not a readable YAML prompt file .YAML aliases"):
+        prompt_format(file=str(config))

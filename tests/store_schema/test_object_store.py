@@ -103,6 +103,24 @@ def test_wrong_credentials_and_an_unreachable_endpoint_are_one_line_each(tmp_pat
     assert "did not answer" in unreachable.stderr
 
 
+@pytest.mark.slow
+def test_an_endpoint_that_accepts_and_never_answers_is_an_error_within_30_s():
+    """A silent endpoint (a load balancer in front of nothing, a firewall that swallows replies): the
+    connection opens, no byte ever comes back. Every call's time is bounded, retries included."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)  # the kernel accepts connections on our behalf; nobody ever reads or answers
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        started = time.monotonic()
+        done = _coat_pipe(s3_env(endpoint), "store", "check", "s3://bkt/corpus")
+        waited = time.monotonic() - started
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "s3://bkt/corpus" in lines[0], done.stderr
+    assert "did not answer" in lines[0] and waited < 30, (waited, lines)
+
+
 def _weights(run: Path) -> dict:
     from safetensors.torch import load_file
 

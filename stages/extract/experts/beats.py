@@ -12,7 +12,6 @@ start exactly 62 patches apart, so frame times continue evenly from one window t
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 
 from stages.extract.experts.base import Expert
 from stages.extract.experts.beats_model import Beats, load_beats
+from stages.file_manifest import sha256_file
 from store_schema.errors import UserError
 
 HOP = 160  # fbank frame shift in samples at 16 kHz
@@ -33,11 +33,7 @@ SOURCE = "https://github.com/microsoft/unilm/tree/master/beats"
 
 
 def checkpoint_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def open_checkpoint(checkpoint: str | None, wanted: str, device: str, dtype: str) -> tuple[Beats, Path]:

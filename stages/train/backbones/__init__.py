@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from stages.file_manifest import cached_folder
 from stages.train.backbones.base import Backbone
 from store_schema.errors import UserError
+
+if TYPE_CHECKING:
+    from stages.train.config import ModelConfig
+
+# The published configs of the real backbones (and their tokenizers' sizes), read by --plan offline.
+PUBLISHED = Path(__file__).parent / "published"
 
 # name -> (module, class). A backbone's module imports its model classes from transformers, seconds of
 # imports per family, so a process imports only the families it asks for (every training rank pays it).
@@ -59,16 +67,28 @@ def resolve_backbone(name: str, model_path: str | None = None) -> tuple[Backbone
         return backbone, model_path
     if not name.startswith(TINY_PREFIX):
         return backbone, backbone.hub_id
-    folder = tiny_cache() / f"{name}-v{TINY_VERSION}"
-    if not (folder / "config.json").is_file():
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        backbone.build_tiny(tmp)
-        try:
-            os.rename(tmp, folder)  # atomic: concurrent ranks never see half a twin
-        except OSError:  # another rank renamed its (identical) twin into place first
-            shutil.rmtree(tmp, ignore_errors=True)
+    # built once, atomically (concurrent ranks never see half a twin), and verified by content on every use
+    folder = cached_folder(tiny_cache() / f"{name}-v{TINY_VERSION}", backbone.build_tiny)
     return backbone, str(folder)
 
 
 __all__ = ["BACKBONES", "Backbone", "resolve_backbone"]
+
+
+def backbone_config(model: ModelConfig) -> tuple[Any, str, int | None]:
+    """(the backbone's config object, where it came from, the tokenizer's size where known)."""
+    backbone, source = resolve_backbone(str(model.backbone), model.model_path)  # builds a tiny twin offline
+    config_class = backbone.model_class.config_class
+    if model.model_path is None and not model.is_tiny:
+        values = json.loads((PUBLISHED / f"{backbone.name}.json").read_text())
+        tokenizer_size = values.pop("tokenizer_size", None)
+        where = values.pop("_source")
+        values.pop("model_type")
+        return config_class(**values), where, tokenizer_size
+    folder = Path(source)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--plan reads {folder}/config.json, which does not exist: pass a local --model-path")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder)) if (folder / "tokenizer_config.json").is_file() else None
+    return config_class.from_pretrained(str(folder)), str(folder / "config.json"), len(tokenizer) if tokenizer else None

@@ -1,11 +1,14 @@
 """generate: the block sits once at the end of the prompt, one prefill covers it, no thinking token comes out."""
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from stages.evaluate.answer import answer, load_run
 from stages.train.batch import read_samples
 from tests.helpers import cli
+from tests.refusals import error_line
 from tests.stages.train.conftest import TINY
 
 
@@ -87,6 +90,11 @@ def test_generate_refuses_missing_audio_and_baseline_readout(make_run, tmp_path,
     assert "--no-think" in result.output
     result = cli("generate", "--run", tmp_path, "--audio", wav, "--question", "?", expect=2)
     assert "no model bundle" in result.output
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)  # a valid header and not one sample
+    run = make_run("tiny-qwen2-audio")
+    error_line(cli("generate", "--run", run, "--audio", empty, "--question", "?", expect=2), 2, "empty.wav", "empty")
+    error_line(cli("probe", "--run", run, "--corpus", tmp_path, "--limit", 0, expect=2), 2, "--limit 0")
 
 
 @pytest.mark.parametrize("backbone", TINY)

@@ -10,10 +10,13 @@ from tests.helpers import cli
 
 TRAIN = ["train", "--backbone", "tiny-qwen2-audio", "--think-tokens", "8", "--batch-size", "4", "--lr", "2e-3"]
 
+# The rows' wall-clock fields differ between any two runs; everything else must not.
+WALL_CLOCK = ("samples_per_s", "audio_hours_per_s", "elapsed_s", "eta_s")
+
 
 def _losses(run: Path) -> list[tuple[float, ...]]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [tuple(r[k] for k in sorted(r) if k not in ("samples_per_s",)) for r in rows]
+    return [tuple(r[k] for k in sorted(r) if k not in WALL_CLOCK) for r in rows]
 
 
 @pytest.mark.slow
@@ -65,3 +68,16 @@ def test_a_bad_sweep_is_refused_before_any_run_starts(entries, reason, extracted
     assert str(sweep) in text and reason in text, text
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_whose_last_folder_is_taken_stops_before_the_first_run(extracted_corpus, tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump([{"name": "a"}, {"name": "b"}, {"name": "c", "model": {"think_layer": 99}}]))
+    runs = tmp_path / "runs"
+    result = cli(*TRAIN, "--corpus", extracted_corpus, "--out", runs, "--sweep", sweep, expect=2)
+    assert "think_layer" in result.output and not runs.exists()
+    (runs / "b").mkdir(parents=True)
+    (runs / "b" / "notes.txt").write_text("someone else's")
+    sweep.write_text(yaml.safe_dump([{"name": "a"}, {"name": "b"}]))
+    result = cli(*TRAIN, "--corpus", extracted_corpus, "--out", runs, "--sweep", sweep, expect=2)
+    assert f"{runs / 'b'} is not empty" in " ".join(result.output.split()) and not (runs / "a").exists()

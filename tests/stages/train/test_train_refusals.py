@@ -197,10 +197,19 @@ def test_edited_logs_are_named_on_resume(finished, small, tmp_path):
 
 
 def test_a_damaged_bundle_is_named(finished, small, tmp_path):
+    """Checked against its manifest before anything loads (an altered head file was loaded silently, or
+    failed deep in torch); a bundle without one (from before manifests) still names what is damaged."""
     run = copy_corpus(finished, tmp_path / "run")
-    (run / "final" / "config.yaml").write_text("model: [unclosed\n")
+    heads = run / "final" / "heads.safetensors"
+    heads.write_bytes(heads.read_bytes()[:-16] + bytes(16))
     args = ["--run", run, "--benchmark", "synth", "--manifest", small, "--out", tmp_path / "eval", "--no-progress"]
-    error_line(cli("eval", *args, expect=2), 2, run / "final", "damaged model bundle")
+    error_line(cli("eval", *args, expect=2), 2, heads, "differs from what was written")
+    (run / "final" / "manifest.json").unlink()
+    (run / "final" / "config.yaml").write_text("model: [unclosed\n")
+    result = cli("eval", *args, expect=2)
+    error_line(result, 2, run / "final", "damaged model bundle")
+    assert "loaded unverified" in result.output
+    assert not (tmp_path / "eval").exists()
 
 
 def test_a_held_out_sample_without_an_answer_is_unanswerable_not_a_crash(small, tmp_path):
@@ -237,3 +246,11 @@ def test_a_setting_out_of_range_stops_before_anything_is_written(small, tmp_path
     result = cli(*flags, "--corpus", small, "--out", run, "--steps", 2, "--set", setting, expect=2)
     error_line(result, 2, says)
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_a_no_think_baseline_trains_on_a_corpus_with_no_targets_yet(synth_corpus, tmp_path):
+    """A --no-think run reads no expert: it must not open the shards' stores, which do not exist yet."""
+    before = tree_state(synth_corpus)
+    result = cli(*TRAIN, "--corpus", synth_corpus, "--out", tmp_path / "run", "--steps", 1, "--no-think")
+    assert "trained 1 steps" in result.output and tree_state(synth_corpus) == before

@@ -76,7 +76,7 @@ class Quickstart(QuickstartLayout):
 
     # --- data --------------------------------------------------------------------------------------
     def synth(self) -> None:
-        from stages.corpus.synth import synth_recipe, write_synth_corpus
+        from stages.lab.synth import synth_recipe, write_synth_corpus
         from store_schema.corpus import read_corpus
 
         for folder, clips, seed, name in (
@@ -99,8 +99,8 @@ class Quickstart(QuickstartLayout):
             run_extract(ExtractConfig(corpus=corpus, experts=self.cfg.training.experts, num_workers=1))
 
     def build_model(self) -> None:
+        from stages.lab.pretrained_twin import pretrained_twin
         from stages.train.backbones import BACKBONES
-        from stages.train.pretrained_twin import pretrained_twin
 
         if (self.model_dir / "config.json").is_file():
             console.print(f"  {self.model_dir}: already built")
@@ -175,9 +175,9 @@ class Quickstart(QuickstartLayout):
     def readout(self) -> None:
         """`generate --readout` on the first held-out clip of READOUT_TASK, with every seed-0 run's answer."""
         from stages.evaluate.answer import answer, load_run
-        from stages.evaluate.benchmarks import load_synth
         from stages.evaluate.readout import readout_clip
         from stages.evaluate.run_eval import item_wave
+        from stages.lab.synth_benchmark import load_synth
 
         out = self.out / "report"
         if (out / "readout.json").is_file():

@@ -53,7 +53,7 @@ class Results:
 
 def read_results(q: QuickstartLayout, resamples: int = 10_000) -> Results:
     """Each run's eval/metrics.json and predictions.jsonl, each seed's probes.json, the held-out answers."""
-    from stages.evaluate.benchmarks import load_synth
+    from stages.lab.synth_benchmark import load_synth
 
     items = load_synth(q.heldout)
     task_of = {item.id: item.groups["task"] for item in items}
@@ -93,8 +93,8 @@ def answer_fit(predictions: list[dict[str, Any]], task_of: dict[str, str]) -> tu
     """The share of answers that are one of their question type's possible answers (synth.ANSWERS), and
     the accuracy among those. A model can fail by not having learnt which answers go with which question
     (a language failure) or by choosing the wrong one of them (a hearing failure)."""
-    from stages.corpus.synth import ANSWERS
     from stages.evaluate.scoring import normalise_label
+    from stages.lab.synth import ANSWERS
 
     possible = {task: {normalise_label(a) for a in answers} for task, answers in ANSWERS.items()}
     in_set = [p for p in predictions if normalise_label(p["prediction"] or "") in possible[task_of[p["id"]]]]

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stages.config_files import merge_settings
+from stages.lab.pretrained_twin import TwinRecipe
 from stages.train.config import TrainConfig
-from stages.train.pretrained_twin import TwinRecipe
 
 # The arms of every seed, with their TrainConfig settings (`coat-pipe train` flags: none, --no-think,
 # --block-control). base: no block, no heads; control: the same block and heads as CoAT with λ = 0, so any

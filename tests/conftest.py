@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault("COLUMNS", "160")  # rich reads it when the CLI's consoles are made: fewer wrapped lines
 
+import stages.lab  # noqa: E402, F401 - as the CLI does: the synth benchmark, the twins' task words
 from tests.helpers import cli, copy_corpus, shared_data  # noqa: E402 - after COLUMNS, which the CLI's import reads
 
 

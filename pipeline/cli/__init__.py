@@ -5,6 +5,8 @@ Every command is a decorated function in the module of its area; importing the m
 
 from __future__ import annotations
 
+import stages.lab  # noqa: F401 - the lab hands the product its synth benchmark and the tiny twins' task words
+
 # The order of these imports is the order of the commands in `coat-pipe --help`.
 # isort: off
 from pipeline.cli.app import app, reflow_help

@@ -34,7 +34,7 @@ def bench_extract(
 
     Example: [bold]coat-pipe bench extract --expert mel,pitch --clips 200[/]; [bold]--expert whisper --tiny[/]
     """
-    from stages.extract.bench import bench_extract as run_bench
+    from stages.bench.extract import bench_extract as run_bench
 
     result = run_bench(expert.split(","), clips, workers, device, dtype, batch_seconds, workdir, tiny)
     rows = [
@@ -58,7 +58,7 @@ def bench_shard(
 
     Example: [bold]coat-pipe bench shard[/]
     """
-    from stages.corpus.bench import bench_shard as run_bench
+    from stages.bench.shard import bench_shard as run_bench
 
     counts = tuple(int(r) for r in rows.split(","))
     r = run_bench(clips, seconds, counts)  # type: ignore[arg-type]
@@ -75,7 +75,9 @@ def bench_shard(
 @bench_app.command("check")
 @user_errors
 def bench_check(
-    corpus: Annotated[str | None, typer.Argument(help="An extracted corpus (default: a synthetic one).")] = None,
+    corpus: Annotated[
+        str | None, typer.Argument(metavar="CORPUS", help="An extracted corpus (default: a synthetic one).")
+    ] = None,
     clips: Annotated[int, typer.Option(help="Synthetic clips, when no corpus is given.", min=1)] = 600,
     expert: Annotated[str, typer.Option(help="Experts extracted into the synthetic corpus.")] = "mel,pitch",
 ) -> None:
@@ -83,7 +85,7 @@ def bench_check(
 
     Example: [bold]coat-pipe bench check[/]; [bold]coat-pipe bench check data/train[/]
     """
-    from stages.extract.bench_check import bench_check as run_bench
+    from stages.bench.store_check import bench_check as run_bench
 
     r = run_bench(corpus, clips, expert.split(","))
     if r["findings"]:
@@ -123,7 +125,7 @@ def bench_train(
     [bold]coat-pipe bench train --realistic --workdir /tmp/bench-cases[/]
     """
     if realistic:
-        from stages.train.bench_stream_cases import bench_stream_cases
+        from stages.bench.stream_cases import bench_stream_cases
 
         r = bench_stream_cases(workdir)
         rows = [
@@ -140,7 +142,7 @@ def bench_train(
         print_table("ratios", ["", "throughput", "padded audio"], rows)
         out.print(json.dumps(r))
         return
-    from stages.train.bench import bench_train as run_bench
+    from stages.bench.train import bench_train as run_bench
 
     r = run_bench(backbone, corpus, steps, batch_size, think_tokens, workers)
     rows = [
@@ -171,7 +173,7 @@ def bench_stream(
     Examples: [bold]coat-pipe bench stream[/]; [bold]coat-pipe bench stream --corpus s3://b/train --local
     /data/train[/]
     """
-    from stages.train.bench_stream import bench_stream as run_bench
+    from stages.bench.stream import bench_stream as run_bench
 
     r = run_bench(clips, batch_size, workers, corpus, local)
     rows = [
@@ -201,7 +203,7 @@ def bench_plan(
 
     Example: [bold]coat-pipe bench plan[/]
     """
-    from stages.train.bench_plan import bench_plan as run
+    from stages.bench.plan import bench_plan as run
 
     r = run(seconds=seconds, batch_size=batch_size, steps=steps, hidden=hidden, layers=layers)
     gib = 2**30
@@ -235,7 +237,7 @@ def bench_train_7b(
     """
     if variant not in ("coat", "baseline"):
         raise UserError(f"--variant must be coat or baseline, got {variant!r}")
-    from stages.train.bench_real_size import bench_real_size
+    from stages.bench.real_size import bench_real_size
 
     r = bench_real_size(variant == "baseline", steps, toy)
     rows = [
@@ -254,7 +256,9 @@ def bench_train_7b(
 @bench_app.command("codecs")
 @user_errors
 def bench_codecs(
-    corpus: Annotated[str, typer.Argument(help="An extracted corpus; its first shard's groups are measured.")],
+    corpus: Annotated[
+        str, typer.Argument(metavar="CORPUS", help="An extracted corpus; its first shard's groups are measured.")
+    ],
 ) -> None:
     """Compression ratio and speed of candidate codecs on a store's own float16 targets.
 
@@ -298,8 +302,8 @@ def bench_generate(
     Example: [bold]coat-pipe bench generate --think-tokens 32 --max-new-tokens 32[/];
     exported models: [bold]coat-pipe bench generate --exports models/coat,models/base[/]
     """
-    from stages.evaluate.bench import bench_exports
-    from stages.evaluate.bench import bench_generate as run
+    from stages.bench.generate import bench_exports
+    from stages.bench.generate import bench_generate as run
 
     if exports is not None:
         folders = [Path(f) for f in exports.split(",")]

@@ -28,7 +28,7 @@ def synth(
 
     Example: [bold]coat-pipe synth --out data/train --clips 600 --seed 0[/]
     """
-    from stages.corpus.synth import QUESTION_TYPES, synth_recipe, write_synth_corpus
+    from stages.lab.synth import QUESTION_TYPES, synth_recipe, write_synth_corpus
     from store_schema.corpus import read_corpus
     from store_schema.location import corpus_path, storage_errors
 

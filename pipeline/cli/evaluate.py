@@ -182,7 +182,8 @@ def eval_score(
 @user_errors
 def eval_compare(
     outputs: Annotated[
-        list[Path] | None, typer.Argument(help="Eval output folders (with metrics.json), first = reference.")
+        list[Path] | None,
+        typer.Argument(metavar="OUTPUT", help="Eval output folders (with metrics.json), first = reference."),
     ] = None,
     group: Annotated[
         list[str] | None,

@@ -272,7 +272,7 @@ def twin(
     import json
 
     from stages.config_files import load_config
-    from stages.train.pretrained_twin import TwinRecipe, pretrained_twin
+    from stages.lab.pretrained_twin import TwinRecipe, pretrained_twin
 
     recipe = load_config(TwinRecipe, config, {"steps": steps, "train_clips": train_clips})
     folder = pretrained_twin(recipe)

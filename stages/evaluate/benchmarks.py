@@ -4,7 +4,9 @@
     mmar            MMAR JSONL: audio_path, question, choices, answer, modality, category, sub-category
     classification  JSONL: audio, label (emotion, genre, any label set; labels from --labels or the manifest)
     asr             JSONL: audio, text (LibriSpeech-style), scored by corpus-level WER
-    synth           a corpus folder from `coat-pipe synth` (its held-out split), by question type
+
+Each registers itself here (`register_benchmark`) with what its manifest is read into and how an answer is
+judged; another benchmark does the same from its own module (the lab's synth benchmark: stages/lab/).
 
 A row without its fields, or whose audio is missing, stays in the benchmark as an item with a
 `problem`: it is reported and counted as unanswered, never dropped from the denominator.
@@ -21,7 +23,8 @@ from typing import Any
 from stages.evaluate.prompts import PRESETS, PromptFormat
 from store_schema.errors import UserError
 
-KINDS = {"mmau": "choice", "mmar": "choice", "classification": "label", "asr": "wer", "synth": "exact"}
+# The ways an answer is judged: one of the choices (string match), a label, corpus WER, the exact answer.
+JUDGED_BY = ("choice", "label", "wer", "exact")
 
 
 @dataclass
@@ -156,23 +159,34 @@ def load_asr(manifest: Path, audio_root: Path, need_audio: bool = True) -> list[
     ]
 
 
-def load_synth(corpus_dir: Path | str) -> list[EvalItem]:
-    """The clips of a synth corpus (use a held-out seed: `coat-pipe synth --seed 1 --name heldout`)."""
-    from store_schema.corpus import conversation_turns, iter_tar_samples, read_corpus, sample_audio, sample_meta
+@dataclass(frozen=True)
+class Benchmark:
+    """What evaluation needs to know of a benchmark: how an answer is judged (`kind`, one of JUDGED_BY) and
+    how its manifest becomes items: `load(manifest, audio_root, labels, need_audio, prompt)`. A benchmark
+    whose manifest is a corpus (a folder or an object-store URL) sets `reads_corpus`."""
 
-    corpus = read_corpus(corpus_dir)
-    items = []
-    for shard in corpus.shards:
-        for raw in iter_tar_samples(corpus.tar_path(shard)):
-            try:  # a sample without a usable conversation is an unanswerable item, named, never a crash
-                meta = sample_meta(raw, f"{corpus.tar_path(shard)}: {raw['__key__']}")
-                (question, answer), problem = conversation_turns(meta["messages"]), None
-            except ValueError as e:
-                meta, (question, answer), problem = {}, ("", ""), str(e)
-            item = EvalItem(raw["__key__"], sample_audio(raw), question, answer, groups={"task": meta.get("task", "")})
-            item.problem = problem or (None if item.audio is not None else "no audio entry in the tar sample")
-            items.append(item)
-    return items
+    kind: str
+    load: Callable[..., list[EvalItem]]
+    reads_corpus: bool = False
+
+
+BENCHMARKS: dict[str, Benchmark] = {}
+KINDS: dict[str, str] = {}  # name -> kind, kept beside BENCHMARKS for the scorers
+
+
+def register_benchmark(name: str, benchmark: Benchmark) -> None:
+    if benchmark.kind not in JUDGED_BY:
+        raise ValueError(f"benchmark {name!r}: kind {benchmark.kind!r} is not one of {JUDGED_BY}")
+    BENCHMARKS[name] = benchmark
+    KINDS[name] = benchmark.kind
+
+
+register_benchmark("mmau", Benchmark("choice", lambda m, root, _, need, prompt: load_mmau(m, root, need, prompt)))
+register_benchmark("mmar", Benchmark("choice", lambda m, root, _, need, prompt: load_mmar(m, root, need, prompt)))
+register_benchmark(
+    "classification", Benchmark("label", lambda m, root, labels, need, _: load_classification(m, root, labels, need))
+)
+register_benchmark("asr", Benchmark("wer", lambda m, root, _, need, __: load_asr(m, root, need)))
 
 
 def load_benchmark(  # noqa: ANN201
@@ -185,24 +199,16 @@ def load_benchmark(  # noqa: ANN201
 ):
     """The items of benchmark `name` from its manifest (audio paths relative to `audio_root`, default
     the manifest's folder). `need_audio=False` (re-scoring) does not look for the audio files."""
-    if name not in KINDS:
-        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(KINDS)}")
-    if name == "synth":  # a corpus: a folder or an object-store URL
-        items = load_synth(manifest)
-        return _unique_ids(items, manifest)
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    benchmark = BENCHMARKS[name]
+    if benchmark.reads_corpus:  # a folder or an object-store URL, read by the benchmark itself
+        return _unique_ids(benchmark.load(manifest, audio_root, labels, need_audio, prompt), manifest)
     manifest = Path(manifest)
     if not manifest.exists():
         raise UserError(f"{manifest}: no such manifest")
     root = audio_root or (manifest if manifest.is_dir() else manifest.parent)
-    if name == "mmau":
-        items = load_mmau(manifest, root, need_audio, prompt)
-    elif name == "mmar":
-        items = load_mmar(manifest, root, need_audio, prompt)
-    elif name == "classification":
-        items = load_classification(manifest, root, labels, need_audio)
-    else:
-        items = load_asr(manifest, root, need_audio)
-    return _unique_ids(items, manifest)
+    return _unique_ids(benchmark.load(manifest, root, labels, need_audio, prompt), manifest)
 
 
 def _unique_ids(items: list[EvalItem], manifest: Path | str) -> list[EvalItem]:

@@ -41,16 +41,6 @@ def item_wave(item: EvalItem) -> np.ndarray:
     return wave
 
 
-def allowed_answers(benchmark: str, item: EvalItem) -> list[str]:
-    """What likelihood scoring chooses among: the item's choices (labels), or a synth question type's
-    answer set."""
-    if benchmark == "synth":
-        from stages.corpus.synth import ANSWERS
-
-        return list(ANSWERS[item.groups["task"]])
-    return list(item.choices)
-
-
 def write_outputs(
     out: Path,
     benchmark: str,
@@ -137,9 +127,7 @@ def run_eval(
                     predictions[item.id] = said.text
             if batch and scoring != "generate":
                 for item, wave in zip(batch, waves):
-                    likely[item.id] = pick_choice(
-                        model, wave, item.question, allowed_answers(benchmark, item), prompt.system
-                    )[0]
+                    likely[item.id] = pick_choice(model, wave, item.question, list(item.choices), prompt.system)[0]
             if batch:
                 seconds += sum(len(w) for w in waves) / SAMPLE_RATE
             bar.update(task, advance=len(askable[start : start + batch_size]), audio_s=seconds)

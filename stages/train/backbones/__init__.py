@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stages.file_manifest import cached_folder
 from stages.train.backbones.base import Backbone
+from stages.train.tiny_text import text_digest
 from store_schema.errors import UserError
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def resolve_backbone(name: str, model_path: str | None = None) -> tuple[Backbone
     if not name.startswith(TINY_PREFIX):
         return backbone, backbone.hub_id
     # built once, atomically (concurrent ranks never see half a twin), and verified by content on every use
-    folder = cached_folder(tiny_cache() / f"{name}-v{TINY_VERSION}", backbone.build_tiny)
+    folder = cached_folder(tiny_cache() / f"{name}-v{TINY_VERSION}-{text_digest()}", backbone.build_tiny)
     return backbone, str(folder)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Qwen2TokenizerFast
 
-from stages.corpus.synth import COUNT_WORDS, NOTE_NAMES, PITCH_LEVELS
+from stages.train.tiny_text import tokenizer_text
 
 # The size of every twin: 4 text layers of width 64, a 2-layer audio encoder on the real 128-bin front end.
 TINY_TEXT: dict[str, Any] = {
@@ -38,23 +38,6 @@ QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-_TEXT = [
-    "You are a helpful assistant.",
-    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory "
-    "and visual inputs, as well as generating text and speech.",
-    "system user assistant Audio 1: Audio 2:",
-    "Is the pitch of the tone low, mid or high? Does the pitch of the sweep rise or fall? rising falling",
-    "How many separate sounds are there? zero one two three four five",
-    "Which half of the clip is louder, the first or the second? first second",
-    "Which note is played? Answer with the note name. " + " ".join(NOTE_NAMES),
-    "Is there a burst of noise in the clip? yes no " + " ".join(PITCH_LEVELS),
-    "Transcribe the speech in the audio. Transcribe the input speech. What is heard in the audio?",
-    # The synth answers open the assistant turn, right after a newline, where no space precedes them:
-    # one line each, so that BPE learns them as whole words in that position too (not "f al l ing").
-    "\n".join([*PITCH_LEVELS, "rising", "falling", "first", "second", "yes", "no", *COUNT_WORDS, *NOTE_NAMES]),
-    "the quick brown fox jumps over the lazy dog 0 1 2 3 4 5 6 7 8 9 . , ? ! : ; ' \" ( ) - A B C",
-]
-
 
 def train_tiny_tokenizer(special_tokens: list[str], vocab_size: int = 600) -> Tokenizer:
     """A byte-level BPE over Qwen2's split pattern; every byte is in the alphabet, so any text encodes."""
@@ -72,7 +55,7 @@ def train_tiny_tokenizer(special_tokens: list[str], vocab_size: int = 600) -> To
         special_tokens=special_tokens,
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_TEXT * 4, trainer)
+    tokenizer.train_from_iterator(tokenizer_text() * 4, trainer)
     return tokenizer
 
 

@@ -196,7 +196,7 @@ def test_lhotse_cuts_inside_a_longer_recording_and_supervision_segments(tmp_path
 def test_bench_shard_runs_every_format_on_the_same_clips():
     """`bench shard`: every format wrote all clips (it raises otherwise), and each ratio is that format's
     speed over the JSONL manifest's; no bound on speeds or memory."""
-    from stages.corpus.bench import bench_shard
+    from stages.bench.shard import bench_shard
 
     result = bench_shard(clips=6, seconds=0.5, rows=(10, 50))
     assert result["audio_seconds"] == 3.0 and set(result["peak_rss_mb"]) == {10, 50}

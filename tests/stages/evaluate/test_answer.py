@@ -93,7 +93,8 @@ def test_generate_refuses_missing_audio_and_baseline_readout(make_run, tmp_path,
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, dtype=np.float32), 16000)  # a valid header and not one sample
     run = make_run("tiny-qwen2-audio")
-    error_line(cli("generate", "--run", run, "--audio", empty, "--question", "?", expect=2), 2, "empty.wav", "empty")
+    result = cli("generate", "--run", run, "--audio", empty, "--question", "?", expect=2)
+    error_line(result, 2, "empty.wav", "the file holds no samples")
     error_line(cli("probe", "--run", run, "--corpus", tmp_path, "--limit", 0, expect=2), 2, "--limit 0")
 
 

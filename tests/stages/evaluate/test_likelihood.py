@@ -63,7 +63,7 @@ def test_the_preferred_choice_wins(make_run, extracted_corpus):
 
 @pytest.mark.slow
 def test_eval_reports_both_scorings_side_by_side(make_run, synth_corpus, tmp_path):
-    from stages.corpus.synth import ANSWERS
+    from stages.lab.synth import ANSWERS
     from tests.helpers import cli
 
     run = make_run("tiny-qwen2-audio")

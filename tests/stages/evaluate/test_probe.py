@@ -88,10 +88,10 @@ def test_probe_refuses_an_expert_missing_from_the_store(trained, tmp_path):
 def test_likelihood_agrees_with_a_greedy_answer_that_is_one_of_the_choices(trained):
     """On a trained run, wherever the greedy answer is one of its question type's answers, likelihood
     scoring over those answers picks the same one."""
-    from stages.corpus.synth import ANSWERS
     from stages.evaluate.answer import answer
-    from stages.evaluate.benchmarks import load_synth
     from stages.evaluate.run_eval import item_wave
+    from stages.lab.synth import ANSWERS
+    from stages.lab.synth_benchmark import load_synth
     from stages.train.likelihood import pick_choice
 
     agreed = 0

@@ -213,7 +213,7 @@ def test_a_damaged_bundle_is_named(finished, small, tmp_path):
 
 
 def test_a_held_out_sample_without_an_answer_is_unanswerable_not_a_crash(small, tmp_path):
-    from stages.evaluate.benchmarks import load_synth
+    from stages.lab.synth_benchmark import load_synth
 
     corpus = copy_corpus(small, tmp_path / "c")
     key = _key(corpus, 0, 1)

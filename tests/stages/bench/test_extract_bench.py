@@ -4,9 +4,9 @@ its two timings). No bound on a ratio is asserted: those are measured by hand (d
 
 import pytest
 
-from stages.corpus.synth import write_synth_corpus
-from stages.extract.bench import bench_extract
-from stages.extract.bench_check import bench_check
+from stages.bench.extract import bench_extract
+from stages.bench.store_check import bench_check
+from stages.lab.synth import write_synth_corpus
 from store_schema.corpus import read_corpus
 
 

@@ -7,9 +7,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from stages.corpus.synth import make_clip
+from stages.lab.pretrained_twin import TwinRecipe, describe, pretrained_twin, twin_folder
+from stages.lab.synth import make_clip
 from stages.train.backbones import BACKBONES
-from stages.train.pretrained_twin import TwinRecipe, describe, pretrained_twin, twin_folder
 from tests.helpers import cli
 
 SMALL = TwinRecipe(steps=12, train_clips=16, heldout_clips=4, warmup_steps=2)

@@ -27,8 +27,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.optim.lr_scheduler import LambdaLR
 
-from stages.corpus.synth import SynthClip, make_clip
 from stages.file_manifest import cached_folder
+from stages.lab.synth import SynthClip, make_clip
 from stages.progress import console, training_progress
 from stages.train.backbones import BACKBONES, tiny_cache
 from stages.train.batch import CoatSample, make_batch

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from stages.corpus.synth import write_synth_corpus
 from stages.extract.config import ExtractConfig
 from stages.extract.loader import DecodedClip, decode_sample, length_batches
 from stages.extract.runner import load_experts, run_extract
+from stages.lab.synth import write_synth_corpus
 from store_schema.corpus import iter_tar_samples, read_corpus
 from store_schema.layout import Status
 

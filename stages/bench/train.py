@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from stages.corpus.synth import write_synth_corpus
 from stages.extract.config import ExtractConfig
 from stages.extract.runner import run_extract
+from stages.lab.synth import write_synth_corpus
 from stages.train.config import ModelConfig
 from stages.train.data import PlannedBatches, batch_loader, plan_epoch, preflight, usable_items
 from stages.train.model import CoatModel

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stages.corpus.synth import write_synth_corpus
 from stages.extract.config import ExtractConfig
 from stages.extract.runner import run_extract
+from stages.lab.synth import write_synth_corpus
 from stages.train.config import TrainConfig
 from stages.train.data import PlannedBatches, batch_loader, plan_epoch, usable_items
 from store_schema.corpus import read_corpus

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from stages.corpus.synth import ANSWERS, PITCH_LEVELS, QUESTION_TYPES, make_clip, note_name
+from stages.lab.synth import ANSWERS, PITCH_LEVELS, QUESTION_TYPES, make_clip, note_name
 from store_schema.corpus import iter_tar_samples, read_corpus, read_tar_keys
 from tests.helpers import cli
 

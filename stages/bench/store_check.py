@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.corpus.synth import write_synth_corpus
 from stages.extract.config import ExtractConfig
 from stages.extract.runner import run_extract
+from stages.lab.synth import write_synth_corpus
 from store_schema.check import check_store
 from store_schema.corpus import read_corpus
 

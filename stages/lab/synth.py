@@ -14,10 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from stages.audio import encode_flac
-from stages.progress import audio_progress
-from store_schema.corpus import CorpusWriter
-
 SAMPLE_RATE = 16000
 QUESTION_TYPES = ("pitch_level", "pitch_direction", "count_events", "louder_half", "note_name", "has_noise")
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -32,6 +28,16 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "note_name": NOTE_NAMES,
     "has_noise": ("yes", "no"),
 }
+# What the tiny twins' tokenizer should hold as whole words (stages/lab/__init__.py hands them in): the
+# questions' wording, one line per type, and every answer.
+TOKENIZER_QUESTIONS = [
+    "Is the pitch of the tone low, mid or high? Does the pitch of the sweep rise or fall? rising falling",
+    "How many separate sounds are there? zero one two three four five",
+    "Which half of the clip is louder, the first or the second? first second",
+    "Which note is played? Answer with the note name. " + " ".join(NOTE_NAMES),
+    "Is there a burst of noise in the clip? yes no " + " ".join(PITCH_LEVELS),
+]
+TOKENIZER_ANSWERS = [*PITCH_LEVELS, "rising", "falling", "first", "second", "yes", "no", *COUNT_WORDS, *NOTE_NAMES]
 QUIET_DB = 14.0  # how much quieter the quiet half is in `louder_half`
 FADE_S = 0.01
 
@@ -215,6 +221,11 @@ def write_synth_corpus(
     seconds_range: tuple[float, float] = DEFAULT_SECONDS,
 ) -> Counter:
     """Generate `clips` clips into WebDataset shards under `out`; returns clips per question type."""
+    # imported here: `import stages.lab` (every CLI start) needs only the constants above, not webdataset
+    from stages.audio import encode_flac
+    from stages.progress import audio_progress
+    from store_schema.corpus import CorpusWriter
+
     tasks: Counter = Counter()
     with CorpusWriter(
         out, SAMPLE_RATE, shard_size, name, created_by=synth_recipe(clips, seed, shard_size, name, seconds_range)

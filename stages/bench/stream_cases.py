@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from stages.corpus.synth import write_synth_corpus
 from stages.extract.config import ExtractConfig
 from stages.extract.runner import run_extract
+from stages.lab.synth import write_synth_corpus
 from stages.train.config import CorpusConfig, ModelConfig
 from stages.train.data import PlannedBatches, batch_loader, plan_epoch, plan_epoch_by_duration
 from stages.train.model import CoatModel

@@ -96,11 +96,11 @@ def extract(
 def _list_experts() -> None:
     from rich.markup import escape
 
-    from stages.extract.experts import EXPERT_TABLE
+    from stages.extract.experts import expert_table
 
     header = ["name", "hears", "model", "rate in → frames", "kind", "needs", "weights"]
     rows = [
-        (n, *(escape(c.replace("->", "→")) for c in row)) for n, row in EXPERT_TABLE.items()
+        (n, *(escape(c.replace("->", "→")) for c in row)) for n, row in expert_table().items()
     ]  # "[emotion2vec]" is text
     print_table("experts", header, rows)
     raise typer.Exit(0)

@@ -6,10 +6,10 @@ from rich.console import Console
 from rich.markup import escape
 
 import stages.progress as progress
-from stages.extract.experts import EXPERT_TABLE
+from stages.extract.experts import expert_table
 
 HEADER = ["name", "hears", "model", "rate in → frames", "kind", "needs", "weights"]
-ROWS = [(name, *row) for name, row in EXPERT_TABLE.items()]  # long names, hub ids, "[emotion2vec]"
+ROWS = [(name, *row) for name, row in expert_table().items()]  # long names, hub ids, "[emotion2vec]"
 
 
 def _printed(monkeypatch, console: Console) -> str:

@@ -35,84 +35,10 @@ def expert_class(name: str) -> Callable[..., Expert]:
     return getattr(importlib.import_module(module), attr)
 
 
-# name -> (what it hears, model, rate in -> frames, kind, needs, where the weights come from)
-EXPERT_TABLE: dict[str, tuple[str, str, str, str, str, str]] = {
-    "mel": ("spectra", "128-bin Slaney log-mel", "16 kHz -> 100 Hz", "spectrum", "core", "none (signal processing)"),
-    "pitch": ("pitch", "swift-f0", "16 kHz -> 62.5 Hz", "pitch", "core", "inside the swift-f0 wheel"),
-    "beats": (
-        "sound events",
-        "BEATs (own implementation)",
-        "16 kHz -> 6.25 Hz",
-        "embedding",
-        "core",
-        "BEATs_iter3_plus_AS2M.pt from github.com/microsoft/unilm/tree/master/beats",
-    ),
-    "beats-tags": (
-        "AudioSet tags",
-        "BEATs fine-tuned predictor",
-        "16 kHz -> clip",
-        "logits",
-        "core",
-        "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt (same page)",
-    ),
-    "whisper": (
-        "speech content",
-        "WhisperModel encoder",
-        "16 kHz -> 50 Hz",
-        "embedding",
-        "core",
-        "hub openai/whisper-large-v3",
-    ),
-    "wavlm": ("speech content", "WavLMModel", "16 kHz -> 50 Hz", "embedding", "core", "hub microsoft/wavlm-large"),
-    "hubert": (
-        "speech content",
-        "HubertModel",
-        "16 kHz -> 50 Hz",
-        "embedding",
-        "core",
-        "hub facebook/hubert-large-ll60k",
-    ),
-    "emotion2vec": (
-        "affect",
-        "emotion2vec+ via FunASR",
-        "16 kHz -> 50 Hz",
-        "embedding",
-        "extra [emotion2vec]",
-        "FunASR hub iic/emotion2vec_plus_large",
-    ),
-    "emotion2vec-probs": (
-        "affect",
-        "emotion2vec+ via FunASR",
-        "16 kHz -> clip (9 classes)",
-        "probs",
-        "extra [emotion2vec]",
-        "FunASR hub iic/emotion2vec_plus_large",
-    ),
-    "wav2vec2-emotion": (
-        "affect",
-        "audio-classification model",
-        "16 kHz -> clip",
-        "probs",
-        "core",
-        "hub superb/wav2vec2-base-superb-er",
-    ),
-    "clap": (
-        "sound/music semantics",
-        "ClapModel audio tower",
-        "48 kHz -> clip",
-        "embedding",
-        "core",
-        "hub laion/clap-htsat-unfused",
-    ),
-    "mert": (
-        "music",
-        "MERT-v1 in HubertModel (no remote code)",
-        "24 kHz -> 75 Hz",
-        "embedding",
-        "core",
-        "hub m-a-p/MERT-v1-330M",
-    ),
-}
+def expert_table() -> dict[str, tuple[str, str, str, str, str, str]]:
+    """name -> (what it hears, model, rate in -> frames, kind, needs, where the weights come from), read from
+    each class (this imports every expert's module: transformers' audio models included)."""
+    return {name: expert_class(name).table_row() for name in EXPERTS}
 
 
 # Signal processing, or weights shipped inside a wheel: nothing for --checkpoint/--model to point at.
@@ -175,4 +101,4 @@ def _typed_options(name: str, loader: Any, options: dict[str, Any]) -> dict[str,
     return typed
 
 
-__all__ = ["EXPERTS", "EXPERT_TABLE", "WEIGHTLESS", "Expert", "expert_class", "load_expert", "weights_by_expert"]
+__all__ = ["EXPERTS", "WEIGHTLESS", "Expert", "expert_class", "expert_table", "load_expert", "weights_by_expert"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +20,12 @@ class Expert:
 
     name: ClassVar[str]
     kind: ClassVar[str]  # embedding | spectrum | probs | logits | pitch
+    # What the registry, `extract --list-experts` and the README's table say of it, kept on the class:
+    hears: ClassVar[str]  # "pitch", "speech content", …
+    model_name: ClassVar[str]  # what computes its frames
+    rates: ClassVar[str]  # sample rate -> native frame rate ("16 kHz -> 50 Hz"), or "-> clip"
+    weights: ClassVar[str]  # where its weights come from
+    needs: ClassVar[str] = "core"  # or the extra that installs what it needs: "extra [emotion2vec]"
     code_version: ClassVar[str] = "1"  # bump when a code change alters the numbers
     sample_rate: int
     frame_rate: float
@@ -31,6 +38,18 @@ class Expert:
 
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
+
+    @classmethod
+    def table_row(cls) -> tuple[str, str, str, str, str, str]:
+        """(hears, model, rates, kind, needs, weights): its line in `--list-experts`."""
+        return (cls.hears, cls.model_name, cls.rates, cls.kind, cls.needs, cls.weights)
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path | None:
+        """A tiny randomly initialised instance of the real class, saved into `folder` the way the real weights
+        are published (tests and `bench extract --tiny`: no download); returns what --checkpoint takes. None
+        for an expert without weights."""
+        return None
 
     def frame_times(self, num_frames: int) -> np.ndarray:
         """Centre of each native frame in seconds. Frame i of a centred STFT sits at i / frame_rate."""

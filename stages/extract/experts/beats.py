@@ -12,6 +12,7 @@ start exactly 62 patches apart, so frame times continue evenly from one window t
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from stages.extract.experts.base import Expert
-from stages.extract.experts.beats_model import Beats, load_beats
+from stages.extract.experts.beats_model import Beats, BeatsConfig, load_beats
 from stages.file_manifest import sha256_file
 from store_schema.errors import UserError
 
@@ -58,11 +59,30 @@ def windows(wave: np.ndarray) -> list[np.ndarray]:
     return [wave[start : start + span] for start in range(0, max(1, len(wave) - WIN + 1), step)]
 
 
+def tiny_beats_config(finetuned: bool = False) -> BeatsConfig:
+    """A 2-layer, 48-wide BEATs (with a 10-tag predictor when `finetuned`): the tiny twin's shape."""
+    return BeatsConfig(
+        embed_dim=32,
+        encoder_embed_dim=48,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_embed_dim=64,
+        conv_pos=16,
+        conv_pos_groups=4,
+        num_buckets=32,
+        max_distance=64,
+        finetuned_model=finetuned,
+        predictor_class=10,
+    )
+
+
 class BeatsExpert(Expert):
     """BEATs tokens per 160 ms, averaged over frequency: (T, 768) at 6.25 Hz."""
 
     name = "beats"
     kind = "embedding"
+    hears, model_name, rates = "sound events", "BEATs (own implementation)", "16 kHz -> 6.25 Hz"
+    weights = "BEATs_iter3_plus_AS2M.pt from github.com/microsoft/unilm/tree/master/beats"
     sample_rate = 16000
     frame_rate = 16000 / (PATCH * HOP)  # 6.25 Hz
     min_seconds = (WIN + (PATCH - 1) * HOP) / 16000  # one whole patch
@@ -78,6 +98,14 @@ class BeatsExpert(Expert):
         self.dim = self.model.cfg.encoder_embed_dim
         self.device = torch.device(device)
         self._revision = checkpoint_digest(self.path)
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        """An official-format checkpoint: a torch file with the config (`cfg`) and the state dict (`model`)."""
+        cfg = tiny_beats_config(finetuned=cls.kind == "logits")
+        path = folder / "BEATs_tiny.pt"
+        torch.save({"cfg": dataclasses.asdict(cfg), "model": Beats(cfg).state_dict()}, path)
+        return path
 
     def frame_times(self, num_frames: int) -> np.ndarray:
         """A patch spans fbank frames 16p … 16p+15, whose centres average to 0.16 p + 0.0875 s."""
@@ -114,6 +142,8 @@ class BeatsTagsExpert(BeatsExpert):
 
     name = "beats-tags"
     kind = "logits"
+    hears, model_name, rates = "AudioSet tags", "BEATs fine-tuned predictor", "16 kHz -> clip"
+    weights = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt (same page)"
     frame_rate = 0.0  # one frame per clip
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> None:

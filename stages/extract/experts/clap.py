@@ -8,6 +8,7 @@ weighted by each window's length. The result is the same on every run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,16 +16,19 @@ import torch
 from transformers import ClapFeatureExtractor, ClapModel
 
 from stages.extract.experts.clip_level import ClipExpert
-from stages.extract.experts.hf_loading import check_model_type, load_pretrained, revision_of
+from stages.extract.experts.hf_loading import HubExpert
 
 WINDOW_SECONDS = 10
 
 
-class ClapExpert(ClipExpert):
+class ClapExpert(ClipExpert, HubExpert):
     name = "clap"
     kind = "embedding"
+    hears, model_name, rates = "sound/music semantics", "ClapModel audio tower", "48 kHz -> clip"
+    weights = "hub laion/clap-htsat-unfused"
     sample_rate = 48000
     hub_id = "laion/clap-htsat-unfused"
+    model_types = ("clap",)
 
     def __init__(
         self,
@@ -33,17 +37,42 @@ class ClapExpert(ClipExpert):
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ) -> None:
-        self.source = checkpoint or self.hub_id
-        check_model_type(self.source, ("clap",), self.name)
-        self.model = load_pretrained(ClapModel, self.source, self.name, self.hub_id, device, dtype, trust_remote_code)
+        self.model = self.load_model(ClapModel, checkpoint, device, dtype, trust_remote_code)
         try:
             self.features = ClapFeatureExtractor.from_pretrained(self.source)
         except OSError:
             self.features = ClapFeatureExtractor()
         self.features.truncation, self.features.padding = "rand_trunc", "repeatpad"  # windows are ≤ 10 s
         self.dim = int(self.model.config.projection_dim)
-        self.device, self.dtype = torch.device(device), next(self.model.parameters()).dtype
-        self._revision = revision_of(self.model, self.source)
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
+
+        audio = ClapAudioConfig(
+            depths=[1, 1],
+            num_attention_heads=[1, 2],
+            patch_embeds_hidden_size=16,
+            hidden_size=32,
+            projection_dim=24,
+            spec_size=256,
+            num_mel_bins=64,
+            window_size=8,
+            mlp_ratio=2.0,
+        )
+        text = ClapTextConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            projection_dim=24,
+            max_position_embeddings=64,
+        )
+        config = ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=24)
+        ClapModel(config).save_pretrained(folder)
+        ClapFeatureExtractor(feature_size=64).save_pretrained(folder)
+        return folder
 
     @torch.inference_mode()
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:

@@ -68,6 +68,8 @@ def _revision(source: str) -> str:
 class Emotion2VecExpert(Expert):
     name = "emotion2vec"
     kind = "embedding"
+    hears, model_name, rates = "affect", "emotion2vec+ via FunASR", "16 kHz -> 50 Hz"
+    needs, weights = "extra [emotion2vec]", "FunASR hub iic/emotion2vec_plus_large"
     dtype_matters = False  # FunASR runs float32
     sample_rate = 16000
     frame_rate = 16000 / HOP
@@ -83,6 +85,10 @@ class Emotion2VecExpert(Expert):
         self.source = checkpoint or HUB_ID
         self.model = _funasr_model(checkpoint, device, trust_remote_code)
         self.dim = int(self.model.model.cfg.get("embed_dim"))
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        return build_tiny_funasr_folder(folder)
 
     def frame_times(self, num_frames: int) -> np.ndarray:
         return (np.arange(num_frames) * HOP + FIELD / 2) / self.sample_rate
@@ -101,6 +107,8 @@ class Emotion2VecExpert(Expert):
 class Emotion2VecProbsExpert(ClipExpert):
     name = "emotion2vec-probs"
     kind = "probs"
+    hears, model_name, rates = "affect", "emotion2vec+ via FunASR", "16 kHz -> clip (9 classes)"
+    needs, weights = "extra [emotion2vec]", "FunASR hub iic/emotion2vec_plus_large"
     dtype_matters = False
     sample_rate = 16000
     min_seconds = FIELD / 16000
@@ -120,6 +128,10 @@ class Emotion2VecProbsExpert(ClipExpert):
         self.labels = [t for t in tokenizer.token_list if not t.startswith("unuse")]  # FunASR drops "unuse*"
         self.dim = len(self.labels)
 
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        return build_tiny_funasr_folder(folder)
+
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         out = []
         for wave in waves:
@@ -130,3 +142,85 @@ class Emotion2VecProbsExpert(ClipExpert):
     def describe(self) -> dict[str, Any]:
         options = {"labels": self.labels}
         return {"model": self.source, "revision": _revision(self.source), "layer": "utterance", "options": options}
+
+
+def build_tiny_funasr_folder(folder: Path) -> Path:
+    """A FunASR model folder (config.yaml + model.pt) of a 2-layer, 32-wide Emotion2vec with 9 labels."""
+    import torch
+    import yaml
+    from funasr.models.emotion2vec.model import Emotion2vec
+
+    labels = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
+    audio = dict(
+        type="AUDIO",
+        feature_encoder_spec="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
+        extractor_mode="layer_norm",
+        conv_pos_depth=2,
+        conv_pos_width=16,
+        conv_pos_groups=4,
+        conv_pos_pre_ln=False,
+        start_drop_path_rate=0.0,
+        end_drop_path_rate=0.0,
+        prenet_depth=1,
+        prenet_layerdrop=0.0,
+        prenet_dropout=0.0,
+        decoder=None,
+        num_extra_tokens=0,
+        init_extra_token_zero=True,
+        use_alibi_encoder=True,
+        alibi_scale=1.0,
+        alibi_max_pos=None,
+        learned_alibi=False,
+        learned_alibi_scale=False,
+        learned_alibi_scale_per_head=False,
+        learned_alibi_scale_per_layer=False,
+        num_alibi_heads=2,
+        model_depth=2,
+        local_grad_mult=1.0,
+        inverse_mask=False,
+        keep_masked_pct=0.0,
+        mask_noise_std=0.01,
+        mask_prob=0.0,
+        mask_length=5,
+        mask_prob_min=None,
+        mask_dropout=0.0,
+        add_masks=False,
+        remove_masks=False,
+        mask_channel_prob=0.0,
+        mask_channel_length=64,
+        encoder_zero_mask=True,
+        mask_prob_adjust=0.0,
+    )
+    conf = dict(
+        embed_dim=32,
+        num_heads=2,
+        mlp_ratio=2.0,
+        depth=2,
+        layer_norm_first=False,
+        norm_eps=1e-5,
+        norm_affine=True,
+        encoder_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        post_mlp_drop=0.0,
+        start_drop_path_rate=0.0,
+        end_drop_path_rate=0.0,
+        dropout_input=0.0,
+        average_top_k_layers=2,
+        loss_beta=0.0,
+        loss_scale=None,
+        end_of_block_targets=False,
+        clone_batch=1,
+        layerdrop=0.0,
+        normalize=True,
+        modalities=dict(audio=audio),
+    )
+    config = {
+        "model": "Emotion2vec",
+        "model_conf": conf,
+        "tokenizer": "CharTokenizer",
+        "tokenizer_conf": {"unk_symbol": "unknown", "split_with_space": True, "token_list": labels},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save(Emotion2vec(model_conf=conf, vocab_size=len(labels)).state_dict(), folder / "model.pt")
+    return folder

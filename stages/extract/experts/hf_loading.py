@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from stages.extract.experts.base import Expert
 from store_schema.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -74,3 +75,37 @@ def revision_of(model: Any, source: str) -> str:
     if Path(source).is_dir():
         text += weights_digest(Path(source))
     return hashlib.sha256((source + text).encode()).hexdigest()[:16]
+
+
+def feature_extractor_normalises(source: str) -> bool:
+    """The checkpoint's `do_normalize` (its preprocessor_config.json); False when it has none."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return bool(getattr(AutoFeatureExtractor.from_pretrained(source), "do_normalize", False))
+    except (OSError, ValueError):
+        return False
+
+
+class HubExpert(Expert):
+    """An expert whose weights load through transformers from a hub id or a local folder: the weights' model
+    type checked before loading (when the class names the types it reads), remote code only when asked, the
+    device and dtype it runs in, and the revision its fingerprint records."""
+
+    hub_id: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]] = ()  # the config.json model types it reads; () = whatever loads
+
+    def load_model(self, model_class: Any, checkpoint: str | None, device: str, dtype: str, trust_remote_code: bool):  # noqa: ANN201
+        self.source = checkpoint or self.hub_id
+        if self.model_types:
+            check_model_type(self.source, self.model_types, self.name)
+        model = load_pretrained(model_class, self.source, self.name, self.hub_id, device, dtype, trust_remote_code)
+        self.device, self.dtype = torch.device(device), next(model.parameters()).dtype
+        self._revision = revision_of(model, self.source)
+        return model
+
+    def choose_layer(self, layer: int | None, layers: int) -> int:
+        """The hidden layer to read: `layer`, or the last (0 is the embeddings' output)."""
+        if layer is not None and not 0 <= layer <= layers:
+            raise UserError(f"{self.name}: layer must lie in [0, {layers}], got {layer}")
+        return layers if layer is None else layer

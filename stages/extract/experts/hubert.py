@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from transformers import HubertModel
+from typing import Any
 
-from stages.extract.experts.speech_encoder import SpeechEncoderExpert
+from transformers import HubertConfig, HubertModel
+
+from stages.extract.experts.speech_encoder import TINY_SPEECH, SpeechEncoderExpert
 
 
 class HubertExpert(SpeechEncoderExpert):
@@ -13,3 +15,8 @@ class HubertExpert(SpeechEncoderExpert):
     model_class = HubertModel
     hub_id = "facebook/hubert-large-ll60k"
     model_types = ("hubert",)
+    model_name, rates, weights = "HubertModel", "16 kHz -> 50 Hz", "hub facebook/hubert-large-ll60k"
+
+    @classmethod
+    def tiny_model(cls) -> Any:  # group normalisation over time, as the base checkpoints: one clip per forward
+        return HubertModel(HubertConfig(**TINY_SPEECH, feat_extract_norm="group"))

@@ -47,6 +47,8 @@ class MelExpert(Expert):
 
     name = "mel"
     kind = "spectrum"
+    hears, model_name, rates = "spectra", "128-bin Slaney log-mel", "16 kHz -> 100 Hz"
+    weights = "none (signal processing)"
     dtype_matters = False  # always float32
 
     def __init__(

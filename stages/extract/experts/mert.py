@@ -8,11 +8,13 @@ randomly initialised.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from transformers import HubertConfig, HubertModel
 
-from stages.extract.experts.speech_encoder import SpeechEncoderExpert
+from stages.extract.experts.speech_encoder import TINY_SPEECH, SpeechEncoderExpert
 from store_schema.errors import UserError
 
 
@@ -35,3 +37,21 @@ class MertExpert(SpeechEncoderExpert):
     model_class = MertHubert
     hub_id = "m-a-p/MERT-v1-330M"
     model_types = ("mert_model", "hubert")
+    hears, model_name, rates = "music", "MERT-v1 in HubertModel (no remote code)", "24 kHz -> 75 Hz"
+    weights = "hub m-a-p/MERT-v1-330M"
+    tiny_normalises = True
+
+    @classmethod
+    def tiny_model(cls) -> Any:
+        return HubertModel(HubertConfig(**TINY_SPEECH, feat_extract_norm="group"))
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        """A HuBERT encoder published under MERT's own model type, as MERT-v1's checkpoints are."""
+        super().build_tiny(folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.update(
+            model_type="mert_model", architectures=["MERTModel"], auto_map={"AutoModel": "modeling_MERT.MERTModel"}
+        )
+        (folder / "config.json").write_text(json.dumps(config))
+        return folder

@@ -30,6 +30,7 @@ class PitchExpert(Expert):
 
     name = "pitch"
     kind = "pitch"
+    hears, model_name, rates, weights = "pitch", "swift-f0", "16 kHz -> 62.5 Hz", "inside the swift-f0 wheel"
     dtype_matters = False  # onnxruntime in float32
     sample_rate = 16000
     dim = 2

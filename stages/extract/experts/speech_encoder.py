@@ -11,23 +11,32 @@ so they run one clip per forward, as their model cards advise.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from stages.extract.experts.base import Expert
-from stages.extract.experts.hf_loading import check_model_type, load_pretrained, revision_of
-from store_schema.errors import UserError
+from stages.extract.experts.hf_loading import HubExpert, feature_extractor_normalises
+
+# The tiny encoders' shape (`build_tiny`): 2 layers, 32 wide, the real 7-layer convolutional front end.
+TINY_SPEECH = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(16, 16, 16, 16, 16, 16, 16),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
 
 
-class SpeechEncoderExpert(Expert):
+class SpeechEncoderExpert(HubExpert):
     """Subclasses name the model class, hub id, accepted model types and sample rate."""
 
     kind = "embedding"
+    hears = "speech content"
     model_class: ClassVar[Any]
-    hub_id: ClassVar[str]
-    model_types: ClassVar[tuple[str, ...]]
 
     def __init__(
         self,
@@ -37,16 +46,10 @@ class SpeechEncoderExpert(Expert):
         layer: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        self.source = checkpoint or self.hub_id
-        check_model_type(self.source, self.model_types, self.name)
-        self.model = load_pretrained(
-            self.model_class, self.source, self.name, self.hub_id, device, dtype, trust_remote_code
-        )
+        self.model = self.load_model(self.model_class, checkpoint, device, dtype, trust_remote_code)
         config = self.model.config
         self.layers = int(config.num_hidden_layers)
-        if layer is not None and not 0 <= layer <= self.layers:
-            raise UserError(f"{self.name}: layer must lie in [0, {self.layers}], got {layer}")
-        self.layer = self.layers if layer is None else layer  # default: the last layer
+        self.layer = self.choose_layer(layer, self.layers)
         self.dim = int(config.hidden_size)
         self.hop = int(np.prod(config.conv_stride))
         field = 1
@@ -56,9 +59,24 @@ class SpeechEncoderExpert(Expert):
         self.frame_rate = self.sample_rate / self.hop
         self.min_seconds = field / self.sample_rate
         self.batched = getattr(config, "feat_extract_norm", "group") == "layer"
-        self.device, self.dtype = torch.device(device), next(self.model.parameters()).dtype
-        self.do_normalize = _feature_extractor_normalises(self.source)
-        self._revision = revision_of(self.model, self.source)
+        self.do_normalize = feature_extractor_normalises(self.source)
+
+    @classmethod
+    def tiny_model(cls) -> Any:
+        """The class's model at TINY_SPEECH's size, randomly initialised."""
+        raise NotImplementedError
+
+    tiny_normalises: ClassVar[bool] = False  # the `do_normalize` its checkpoints' feature extractor ships
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        from transformers import Wav2Vec2FeatureExtractor
+
+        cls.tiny_model().save_pretrained(folder)
+        Wav2Vec2FeatureExtractor(sampling_rate=cls.sample_rate, do_normalize=cls.tiny_normalises).save_pretrained(
+            folder
+        )
+        return folder
 
     def frame_times(self, num_frames: int) -> np.ndarray:
         return (np.arange(num_frames) * self.hop + self.receptive_field / 2) / self.sample_rate
@@ -93,13 +111,3 @@ class SpeechEncoderExpert(Expert):
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.source, "revision": self._revision, "layer": str(self.layer)}
-
-
-def _feature_extractor_normalises(source: str) -> bool:
-    """The checkpoint's `do_normalize` (its preprocessor_config.json); False when it has none."""
-    from transformers import AutoFeatureExtractor
-
-    try:
-        return bool(getattr(AutoFeatureExtractor.from_pretrained(source), "do_normalize", False))
-    except (OSError, ValueError):
-        return False

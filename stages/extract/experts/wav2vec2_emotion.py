@@ -3,6 +3,7 @@ model (default superb/wav2vec2-base-superb-er: neutral, happy, angry, sad)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,13 +11,15 @@ import torch
 from transformers import AutoModelForAudioClassification
 
 from stages.extract.experts.clip_level import ClipExpert
-from stages.extract.experts.hf_loading import load_pretrained, revision_of
-from stages.extract.experts.speech_encoder import _feature_extractor_normalises
+from stages.extract.experts.hf_loading import HubExpert, feature_extractor_normalises
+from stages.extract.experts.speech_encoder import TINY_SPEECH
 
 
-class Wav2Vec2EmotionExpert(ClipExpert):
+class Wav2Vec2EmotionExpert(ClipExpert, HubExpert):
     name = "wav2vec2-emotion"
     kind = "probs"
+    hears, model_name, rates = "affect", "audio-classification model", "16 kHz -> clip"
+    weights = "hub superb/wav2vec2-base-superb-er"
     sample_rate = 16000
     min_seconds = 0.025
     hub_id = "superb/wav2vec2-base-superb-er"
@@ -28,15 +31,22 @@ class Wav2Vec2EmotionExpert(ClipExpert):
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ) -> None:
-        self.source = checkpoint or self.hub_id
-        self.model = load_pretrained(
-            AutoModelForAudioClassification, self.source, self.name, self.hub_id, device, dtype, trust_remote_code
-        )
+        self.model = self.load_model(AutoModelForAudioClassification, checkpoint, device, dtype, trust_remote_code)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.dim = len(self.labels)
-        self.do_normalize = _feature_extractor_normalises(self.source)
-        self.device, self.dtype = torch.device(device), next(self.model.parameters()).dtype
-        self._revision = revision_of(self.model, self.source)
+        self.do_normalize = feature_extractor_normalises(self.source)
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+        labels = ["neu", "hap", "ang", "sad"]
+        config = Wav2Vec2Config(
+            **TINY_SPEECH, num_labels=4, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+        )
+        Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
+        Wav2Vec2FeatureExtractor(sampling_rate=cls.sample_rate, do_normalize=True).save_pretrained(folder)
+        return folder
 
     @torch.inference_mode()
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:

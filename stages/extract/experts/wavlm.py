@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from transformers import WavLMModel
+from typing import Any
 
-from stages.extract.experts.speech_encoder import SpeechEncoderExpert
+from transformers import WavLMConfig, WavLMModel
+
+from stages.extract.experts.speech_encoder import TINY_SPEECH, SpeechEncoderExpert
 
 
 class WavLMExpert(SpeechEncoderExpert):
@@ -13,3 +15,12 @@ class WavLMExpert(SpeechEncoderExpert):
     model_class = WavLMModel
     hub_id = "microsoft/wavlm-large"
     model_types = ("wavlm",)
+    model_name, rates, weights = "WavLMModel", "16 kHz -> 50 Hz", "hub microsoft/wavlm-large"
+    tiny_normalises = True
+
+    @classmethod
+    def tiny_model(cls) -> Any:  # a layer-norm front end, as wavlm-large's: runs batched with a mask
+        config = WavLMConfig(
+            **TINY_SPEECH, feat_extract_norm="layer", do_stable_layer_norm=True, num_buckets=16, max_bucket_distance=64
+        )
+        return WavLMModel(config)

@@ -9,26 +9,28 @@ frame by frame. The default layer is the encoder's last (its final layer norm ap
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import WhisperFeatureExtractor, WhisperModel
 
-from stages.extract.experts.base import Expert
-from stages.extract.experts.hf_loading import check_model_type, load_pretrained, revision_of
-from store_schema.errors import UserError
+from stages.extract.experts.hf_loading import HubExpert
 
 WINDOW_SECONDS = 30
 HOP = 320  # samples per encoder frame: mel hop 160 × conv stride 2
 
 
-class WhisperExpert(Expert):
+class WhisperExpert(HubExpert):
     name = "whisper"
     kind = "embedding"
+    hears, model_name, rates = "speech content", "WhisperModel encoder", "16 kHz -> 50 Hz"
+    weights = "hub openai/whisper-large-v3"
     sample_rate = 16000
     frame_rate = 16000 / HOP
     hub_id = "openai/whisper-large-v3"
+    model_types = ("whisper",)
 
     def __init__(
         self,
@@ -38,21 +40,40 @@ class WhisperExpert(Expert):
         layer: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        self.source = checkpoint or self.hub_id
-        check_model_type(self.source, ("whisper",), self.name)
-        model = load_pretrained(WhisperModel, self.source, self.name, self.hub_id, device, dtype, trust_remote_code)
+        model = self.load_model(WhisperModel, checkpoint, device, dtype, trust_remote_code)
         self.encoder = model.get_encoder()
         self.layers = int(model.config.encoder_layers)
-        if layer is not None and not 0 <= layer <= self.layers:
-            raise UserError(f"whisper: layer must lie in [0, {self.layers}], got {layer}")
-        self.layer = self.layers if layer is None else layer
+        self.layer = self.choose_layer(layer, self.layers)
         self.dim = int(model.config.d_model)
         try:
             self.features = WhisperFeatureExtractor.from_pretrained(self.source)
         except OSError:  # a directory with the model only: Whisper's standard front end for its mel size
             self.features = WhisperFeatureExtractor(feature_size=int(model.config.num_mel_bins))
-        self.device, self.dtype = torch.device(device), next(model.parameters()).dtype
-        self._revision = revision_of(model, self.source)
+
+    @classmethod
+    def build_tiny(cls, folder: Path) -> Path:
+        from transformers import WhisperConfig
+
+        config = WhisperConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            num_mel_bins=80,
+            vocab_size=100,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+            max_source_positions=1500,
+            max_target_positions=32,
+        )
+        WhisperModel(config).save_pretrained(folder)
+        WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+        return folder
 
     def frame_times(self, num_frames: int) -> np.ndarray:
         return np.arange(num_frames) / self.frame_rate  # encoder frame i centres on mel frame 2i

@@ -148,6 +148,7 @@ def test_hugging_face_save_to_disk_and_parquet(tmp_path):
     assert "neither bytes nor a path" in rejected[f"{tmp_path / 'part.parquet'}:3"]
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_lhotse_cuts_inside_a_longer_recording_and_supervision_segments(tmp_path, monkeypatch):
     lhotse = pytest.importorskip("lhotse")
     monkeypatch.chdir(tmp_path)  # lhotse records the path it was given, relative here

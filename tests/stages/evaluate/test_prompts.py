@@ -93,6 +93,7 @@ def test_a_prompt_for_a_benchmark_without_choices_is_refused(tmp_path, make_run)
     assert "mmau/mmar" in result.output
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_a_finished_evaluation_is_never_replaced_without_overwrite(tmp_path, make_run, synth_corpus):
     run, out = make_run("tiny-qwen2-audio"), tmp_path / "out"
     args = ["eval", "--run", run, "--benchmark", "synth", "--manifest", synth_corpus, "--out", out,

@@ -261,6 +261,7 @@ def test_overwrite_replaces_an_old_export_whole(trained_run, tmp_path):
     assert tree_state(out) == before
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_bench_generate_runs_two_exports_through_plain_generate(trained_run, tmp_path):
     """A smoke test of `bench generate --exports` (no bound on the ratios: they are figures, not checks)."""
     cli("export", "--run", trained_run("tiny-qwen2-audio"), "--out", tmp_path / "coat")

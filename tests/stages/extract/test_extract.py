@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from stages.extract.experts.pitch import cents_to_hz
@@ -62,6 +63,7 @@ def test_a_440_hz_tone_is_stored_within_20_cents(tmp_path):
     assert abs(1200 * np.log2(cents_to_hz(pitch.clip[0, 0]) / 440.0)) < 20
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_real_speech_goes_through_and_its_f0_is_human(speech_dir, tmp_path):
     out = cli("shard", "--audio-dir", speech_dir, "--out", tmp_path / "speech", "--shard-size", 10).output
     assert "rejected" in out

@@ -3,6 +3,8 @@ name, and older ones go only after a newer one is published, so a kill in betwee
 
 import json
 
+import pytest
+
 from stages.train import checkpoint
 from stages.train.checkpoint import LATEST, mark_best, prune_checkpoints
 from tests.helpers import cli
@@ -27,6 +29,7 @@ def test_pruning_keeps_the_newest_and_what_latest_and_best_name(tmp_path):
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_a_run_keeps_its_newest_checkpoints(extracted_corpus, tmp_path):
     run = tmp_path / "run"
     cli(*TRAIN, "--corpus", extracted_corpus, "--out", run, "--steps", 4, "--save-every", 1, "--keep-checkpoints", 2)
@@ -34,6 +37,7 @@ def test_a_run_keeps_its_newest_checkpoints(extracted_corpus, tmp_path):
     assert (run / "checkpoints" / LATEST).read_text() == "step0000004"
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_killed_between_publishing_and_deleting_resumes_from_a_verified_tag(extracted_corpus, tmp_path, monkeypatch):
     run = tmp_path / "run"
     args = [

@@ -106,6 +106,7 @@ def test_a_clip_without_an_experts_targets_teaches_its_head_nothing(two_corpora)
         assert moved == has_pitch and (float(out.expert_losses["pitch"]) > 0) == has_pitch
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_duration_budgets_pad_less_than_fixed_counts_at_the_same_mean_duration(tmp_path):
     cli("synth", "--out", tmp_path / "long", "--clips", 240, "--shard-size", 60, "--seed", 4, "--min-seconds", 1,
         "--max-seconds", 30)  # fmt: skip
@@ -145,6 +146,7 @@ def test_duration_budgets_pad_less_than_fixed_counts_at_the_same_mean_duration(t
     assert len(two[0]) == len(two[1])  # every rank the same number of steps
 
 
+@pytest.mark.slow  # end to end; the fast lane keeps to 2 minutes
 def test_validation_is_logged_recomputable_and_keeps_the_best(two_corpora, held, tmp_path):
     a, b = two_corpora[0], held
     run = tmp_path / "run"

@@ -255,6 +255,8 @@ def eval_compare(
         title = f"{name} − {base_name}: accuracy (%, {scoring}), Δ with its 95 % paired bootstrap interval"
         pooled = " (seeds pooled)" if len(runs) > 1 else ""
         header = ["task", "items", base_name, name, "Δ", "95 % interval", f"McNemar p{pooled}"]
+        if len(runs) > 1:  # seeds as the unit of replication: the test to read; McNemar is per trained model
+            header.append("sign-flip p (seeds)")
         print_table(title, header, [paired_row(r) for r in results])
         sections.append(paired_markdown(title, header, [paired_row(r) for r in results]))
     paired = reference / "compare-paired.md"
@@ -271,6 +273,7 @@ def paired_row(r) -> tuple[str, ...]:  # noqa: ANN001 - a PairedDelta
         f"{100 * r.delta:+.1f}",
         f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]",
         f"{r.p_mcnemar:.3g}",
+        *([] if r.p_seeds is None else [f"{r.p_seeds:.3g}"]),
     )
 
 

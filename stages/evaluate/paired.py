@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.evaluate.seed_stats import Z_80, Z_975, seed_differences, sign_flip_p
 from store_schema.errors import UserError
 
 ALL = "overall"
@@ -44,7 +45,6 @@ class RunVerdicts:
 
 
 VERDICTS = {"generate": "correct", "likelihood": "likelihood_correct"}  # the scoring -> its predictions.jsonl field
-Z_975, Z_80 = 1.959964, 0.841621  # standard normal quantiles: two-sided 5 % test, 80 % power
 
 
 def read_verdicts(folder: Path, scoring: str | None = "generate") -> RunVerdicts:
@@ -126,6 +126,9 @@ class PairedDelta:
     high: float
     p_mcnemar: float  # exact McNemar; several runs per arm: the discordant items of all seeds pooled
     discordant: tuple[int, int]  # (A right B wrong, A wrong B right), summed over seeds
+    # Seeds as the unit: the exact sign-flip test over the per-seed differences (stages/evaluate/seed_stats.py);
+    # None with one run per arm. McNemar pooled over seeds is conditional on these trained models.
+    p_seeds: float | None = None
 
     @property
     def minimum_detectable(self) -> float:
@@ -179,6 +182,7 @@ def compare_arms(arm_a: list[RunVerdicts], arm_b: list[RunVerdicts], resamples: 
         low, high = paired_bootstrap(a, b, resamples)
         a_only, b_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
         p, discordant = mcnemar_exact(a_only, b_only), (a_only, b_only)
+        p_seeds = sign_flip_p(seed_differences(a, b)) if len(arm_a) > 1 else None
         out.append(
             PairedDelta(
                 name,
@@ -190,6 +194,7 @@ def compare_arms(arm_a: list[RunVerdicts], arm_b: list[RunVerdicts], resamples: 
                 high,
                 p,
                 discordant,
+                p_seeds,
             )
         )
     return out

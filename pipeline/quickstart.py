@@ -29,10 +29,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.quickstart_setup import ARMS, VARIANTS, QuickstartConfig, QuickstartLayout
-from stages.config_files import config_dict, load_yaml
+from stages.config_files import config_dict, dump_yaml, load_yaml
 from stages.progress import console
 from stages.train.config import flatten_settings
 from store_schema.errors import UserError
@@ -55,7 +53,7 @@ class Quickstart(QuickstartLayout):
                 changed = ", ".join(f"{k}: {old.get(k)} → {v}" for k, v in new.items() if old.get(k) != v)
                 raise UserError(f"{self.out} holds a quickstart with other settings ({changed}); choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(wanted, sort_keys=False))
+        path.write_text(dump_yaml(wanted))
 
     def phases(self) -> list[tuple[str, Callable[[], None]]]:
         return [
@@ -126,7 +124,7 @@ class Quickstart(QuickstartLayout):
         """The TrainConfig settings every run shares (corpus, out, seed and --no-think come as flags)."""
         settings = self.cfg.train | {"model": self.cfg.train["model"] | {"model_path": str(self.model_dir.resolve())}}
         path = self.out / "train.yaml"
-        path.write_text(yaml.safe_dump(settings, sort_keys=False))
+        path.write_text(dump_yaml(settings))
         return path
 
     def train(self) -> None:
@@ -142,7 +140,7 @@ class Quickstart(QuickstartLayout):
         if not todo:
             return
         sweep = self.out / "sweep.yaml"  # what this launch trains; rewritten by every launch
-        sweep.write_text(yaml.safe_dump(todo, sort_keys=False))
+        sweep.write_text(dump_yaml(todo))
         flags = ["--config", str(self.train_settings()), "--corpus", str(self.train_corpus)]
         flags += ["--out", str(self.runs), "--sweep", str(sweep)]
         launch_training([entry["name"] for entry in todo], flags, self.runs, self.logs / "train.log", self.cfg)

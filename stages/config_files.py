@@ -31,6 +31,19 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """yaml.SafeDumper that writes a value shared by two keys out twice instead of as an anchor and an alias,
+    so that what coat-pipe writes, `load_yaml` reads back."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML for every settings file coat-pipe writes: keys in the order given, no aliases."""
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False)
+
+
 def load_yaml(text: str) -> Any:
     """`yaml.safe_load` for every settings file and value the user hands over, without aliases."""
     return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
@@ -88,7 +101,7 @@ def config_dict(config: BaseModel) -> dict[str, Any]:
 
 def write_config(config: BaseModel, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
+    path.write_text(dump_yaml(config_dict(config)))
 
 
 def parse_assignments(items: list[str] | None, depth: int | None = None, shape: str = "KEY=VALUE") -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
+from stages.config_files import dump_yaml
 
 HEADLINES = ("accuracy", "wer")  # the metric a benchmark's metrics.json leads with
 
@@ -40,7 +40,7 @@ def model_card(meta: dict[str, Any], train: dict[str, Any], evaluations: dict[st
     k = model.get("think_tokens", 0)
     lines = [
         "---",
-        yaml.safe_dump(header, sort_keys=False).rstrip(),
+        dump_yaml(header).rstrip(),
         "---",
         "",
         f"# {'CoAT' if not no_think else 'Baseline (no thinking block)'} on {meta['backbone']}",

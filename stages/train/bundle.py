@@ -20,7 +20,7 @@ from peft import PeftModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from stages.config_files import load_yaml
+from stages.config_files import dump_yaml, load_yaml
 from stages.file_manifest import MANIFEST, verify_files, write_manifest
 from stages.progress import console
 from stages.train.config import ModelConfig
@@ -39,7 +39,7 @@ def save_bundle(model: CoatModel, out: Path | str) -> Path:
         "source": model.source,
         "think_ids": model.think.all if model.think else None,
     }
-    (out / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    (out / "config.yaml").write_text(dump_yaml(meta))
     if isinstance(model.model, PeftModel):
         model.model.save_pretrained(out / "adapter")
     else:  # a full fine-tune: the weights themselves, loadable on their own (with the processor beside them)

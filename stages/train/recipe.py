@@ -28,10 +28,9 @@ import deepspeed
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from torch.optim.lr_scheduler import LambdaLR
 
-from stages.config_files import config_dict
+from stages.config_files import config_dict, dump_yaml
 from stages.progress import console, training_progress
 from stages.train.backbones import resolve_backbone
 from stages.train.backbones.base import SAMPLE_RATE
@@ -189,7 +188,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     tag = agreed(lambda: verified_tag(checkpoints, rank), device) if resuming else None  # before any unpickling
     if is_main and tag is None:  # a resumed run keeps the record of its first steps' settings
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+        (run / "config.yaml").write_text(dump_yaml(config_dict(cfg)))
         (run / "ds_config.json").write_text(json.dumps(ds_config, indent=1))  # as DeepSpeed receives it
 
     # --- model and DeepSpeed engine ----------------------------------------------------------------

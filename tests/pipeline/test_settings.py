@@ -96,3 +96,14 @@ def test_yaml_aliases_are_refused_in_every_settings_file_and_value(extracted_cor
     assert not run.exists() and tree_state(extracted_corpus) == corpus_before
     with pytest.raises(UserError, match="not a readable YAML prompt file .YAML aliases"):
         prompt_format(file=str(config))
+
+
+def test_what_coat_pipe_writes_it_reads_back_even_where_values_are_shared():
+    """The quickstart's sweep gives every seed of an arm the same settings object; written with yaml's own
+    dumper that became an anchor and aliases, which load_yaml refuses (the default quickstart failed so)."""
+    from pipeline.quickstart_setup import ARMS
+    from stages.config_files import dump_yaml, load_yaml
+
+    todo = [{"name": f"{arm}-seed{seed}", "seed": seed, **ARMS[arm]} for arm in ARMS for seed in range(3)]
+    text = dump_yaml(todo)
+    assert "&" not in text and "*" not in text and load_yaml(text) == todo

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.quickstart_setup import LABELS, VARIANTS, QuickstartLayout
 from stages.evaluate.paired import PairedDelta, compare_arms, read_verdicts
+from stages.evaluate.seed_stats import holm, minimum_detectable_effect
 from stages.progress import print_table
 
 SCORINGS = ("likelihood", "generate")  # the pre-registered primary scoring first (docs/EXPERIMENTS.md)
@@ -120,23 +121,51 @@ def delta_cell(d: PairedDelta) -> str:
 
 
 def paired_rows(r: Results, scoring: str) -> list[tuple[str, ...]]:
-    """(question type, then per other arm: CoAT − it with its interval, McNemar's p)."""
+    """(question type, then per other arm: CoAT − it with its interval, the seed-level sign-flip p with its
+    Holm adjustment over the question types, and McNemar's p pooled over seeds)."""
+    types = [t for t in r.tasks if t != ALL]
+    adjusted = {other: dict(zip(types, holm([_p(r.paired[scoring, other][t]) for t in types]))) for other in AGAINST}
     rows = []
     for task in r.tasks:
         cells: list[str] = [task]
         for other in AGAINST:
             d = r.paired[scoring, other][task]
-            cells += [delta_cell(d), f"{d.p_mcnemar:.3g}"]
+            seeds_p = "—" if d.p_seeds is None else f"{d.p_seeds:.3g}"  # one seed: nothing to test across
+            if task != ALL and d.p_seeds is not None:
+                seeds_p += f" ({adjusted[other][task]:.3g})"
+            cells += [delta_cell(d), seeds_p, f"{d.p_mcnemar:.3g}"]
         rows.append(tuple(cells))
     return rows
 
 
+def _p(d: PairedDelta) -> float:
+    return 1.0 if d.p_seeds is None else d.p_seeds
+
+
+PRIMARY = "control"  # the registered primary contrast: CoAT − control, the supervision alone (docs/EXPERIMENTS.md)
+
+
 def detectable(r: Results, scoring: str) -> tuple[float, float]:
-    """The smallest |Δ| (points) this design finds with 80 % power at 5 %: over all questions, and the
-    median over question types (CoAT − baseline)."""
-    rows = r.paired[scoring, "base"]
-    per_task = [rows[t].minimum_detectable for t in r.tasks if t != ALL]
-    return 100 * rows[ALL].minimum_detectable, 100 * float(np.median(per_task))
+    """The smallest |Δ| (points) of the primary contrast this design finds with 80 % power at 5 %, from its
+    variance components (between seeds, within items): over all questions, and the median over types."""
+    rows = r.paired[scoring, PRIMARY]
+
+    def mde(d: PairedDelta) -> float:
+        return 100 * minimum_detectable_effect(d.components, r.seeds, d.items) if d.components else float("nan")
+
+    return mde(rows[ALL]), float(np.median([mde(rows[t]) for t in r.tasks if t != ALL]))
+
+
+def seed_floor_sentence(seeds: int) -> str:
+    """What the seed-level test can and cannot show with this many seeds."""
+    floor = 2 / 2**seeds
+    if floor > 0.05:
+        return (
+            f"With {seeds} seed(s) the exact sign-flip test cannot give p below {floor:.3g}: this run cannot "
+            "show a difference at the 5 % level whatever the data; it demonstrates the method, and at least 6 "
+            "seeds are needed for a test (`coat-pipe quickstart --seeds 6`)."
+        )
+    return f"With {seeds} seeds the sign-flip test's smallest possible p is {floor:.3g}."
 
 
 def answer_fit_rows(r: Results) -> list[tuple[str, ...]]:
@@ -270,7 +299,15 @@ def _markdown_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
 
 
 ACCURACY_HEADER = ["question type", "chance %", *(f"{LABELS[v]} %" for v in VARIANTS)]
-PAIRED_HEADER = ["question type", "CoAT − baseline", "p", "CoAT − control", "p"]
+PAIRED_HEADER = [
+    "question type",
+    "CoAT − baseline",
+    "p seeds (Holm)",
+    "McNemar p",
+    "CoAT − control",
+    "p seeds (Holm)",
+    "McNemar p",
+]
 FIT_HEADER = ["generated answers (%)", *(LABELS[v] for v in VARIANTS)]
 PROBE_HEADER = ["expert / target @ position", *(LABELS[v] for v in VARIANTS)]
 
@@ -309,12 +346,15 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
                 f"### {scoring} scoring",
                 _markdown_table(ACCURACY_HEADER, accuracy_rows(r, scoring)),
                 "CoAT minus each arm, in points, paired by item and seed: Δ [95 % bootstrap interval over items "
-                "and seeds], McNemar's exact p on the discordant items of all seeds pooled.",
+                "and seeds]; *p seeds*: the exact sign-flip test over the per-seed differences, seeds as the "
+                "unit of replication (in brackets: Holm-adjusted over the six question types); *McNemar p*: the "
+                "discordant items of all seeds pooled, conditional on these trained models (descriptive).",
                 _markdown_table(PAIRED_HEADER, paired_rows(r, scoring)),
-                "At this design's standard error a two-sided 5 % test has 80 % power for |Δ| ≥ "
-                "{:.1f} points over all questions and about {:.1f} points within one question type.".format(
-                    *detectable(r, scoring)
-                ),
+                "For the primary contrast (CoAT − control), a two-sided 5 % test of the seeds' mean difference "
+                "(normal approximation, with this design's variance between seeds and within items) has 80 % "
+                "power for |Δ| ≥ {:.1f} points over all questions and about {:.1f} points within one question "
+                "type. ".format(*detectable(r, scoring))
+                + seed_floor_sentence(r.seeds),
             )
         ),
         "![held-out accuracy](report/accuracy.png)",
@@ -374,7 +414,9 @@ def print_summary(r: Results) -> None:
             accuracy_rows(r, scoring),
         )
         print_table(
-            f"CoAT − each arm, {scoring} scoring: Δ [95 % interval], McNemar p", PAIRED_HEADER, paired_rows(r, scoring)
+            f"CoAT − each arm, {scoring} scoring: Δ [95 % interval], p seeds (Holm), McNemar p",
+            PAIRED_HEADER,
+            paired_rows(r, scoring),
         )
     print_table("do the generated answers fit the question?", FIT_HEADER, answer_fit_rows(r))
     print_table("probes: best layer, mean ± sd over seeds", PROBE_HEADER, probe_rows(r))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.evaluate.seed_stats import Z_80, Z_975, seed_differences, sign_flip_p
+from stages.evaluate.seed_stats import Z_80, Z_975, VarianceComponents, seed_differences, sign_flip_p
 from store_schema.errors import UserError
 
 ALL = "overall"
@@ -129,6 +129,7 @@ class PairedDelta:
     # Seeds as the unit: the exact sign-flip test over the per-seed differences (stages/evaluate/seed_stats.py);
     # None with one run per arm. McNemar pooled over seeds is conditional on these trained models.
     p_seeds: float | None = None
+    components: VarianceComponents | None = None  # of the paired difference: between seeds, within items
 
     @property
     def minimum_detectable(self) -> float:
@@ -183,6 +184,7 @@ def compare_arms(arm_a: list[RunVerdicts], arm_b: list[RunVerdicts], resamples: 
         a_only, b_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
         p, discordant = mcnemar_exact(a_only, b_only), (a_only, b_only)
         p_seeds = sign_flip_p(seed_differences(a, b)) if len(arm_a) > 1 else None
+        components = VarianceComponents.observed(a, b)
         out.append(
             PairedDelta(
                 name,
@@ -195,6 +197,7 @@ def compare_arms(arm_a: list[RunVerdicts], arm_b: list[RunVerdicts], resamples: 
                 p,
                 discordant,
                 p_seeds,
+                components,
             )
         )
     return out

@@ -171,14 +171,12 @@ class Benchmark:
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
-KINDS: dict[str, str] = {}  # name -> kind, kept beside BENCHMARKS for the scorers
 
 
 def register_benchmark(name: str, benchmark: Benchmark) -> None:
     if benchmark.kind not in JUDGED_BY:
         raise ValueError(f"benchmark {name!r}: kind {benchmark.kind!r} is not one of {JUDGED_BY}")
     BENCHMARKS[name] = benchmark
-    KINDS[name] = benchmark.kind
 
 
 register_benchmark("mmau", Benchmark("choice", lambda m, root, _, need, prompt: load_mmau(m, root, need, prompt)))

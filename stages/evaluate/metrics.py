@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from stages.evaluate.benchmarks import KINDS, EvalItem
+from stages.evaluate.benchmarks import BENCHMARKS, EvalItem
 from stages.evaluate.prompts import answer_inside_tags
 from stages.evaluate.scoring import corpus_wer, match_label, normalise_label, parse_choice, string_match
 
@@ -18,7 +18,7 @@ OTHER = "(other)"  # a classification prediction that names no label
 
 def judge(benchmark: str, item: EvalItem, prediction: str | None) -> dict[str, Any]:
     """One item's verdict: `correct` under the benchmark's rule (and `parsed_correct`, `predicted`)."""
-    kind = KINDS[benchmark]
+    kind = BENCHMARKS[benchmark].kind
     if kind == "choice":
         if prediction is None:
             return {"correct": False, "parsed": None, "parsed_correct": False}
@@ -41,7 +41,7 @@ def judge(benchmark: str, item: EvalItem, prediction: str | None) -> dict[str, A
 
 def score(benchmark: str, items: list[EvalItem], predictions: dict[str, str | None]) -> dict[str, Any]:
     """metrics.json's content. `predictions` maps item id to text (None or absent: unanswered)."""
-    kind = KINDS[benchmark]
+    kind = BENCHMARKS[benchmark].kind
     answered = {i.id: predictions.get(i.id) for i in items}
     unanswered = sum(1 for i in items if answered[i.id] is None)
     metrics: dict[str, Any] = {"benchmark": benchmark, "n": len(items), "unanswered": unanswered}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.evaluate.seed_stats import Z_80, Z_975, VarianceComponents, seed_differences, sign_flip_p
+from stages.evaluate.seed_stats import VarianceComponents, seed_differences, sign_flip_p
 from store_schema.errors import UserError
 
 ALL = "overall"
@@ -130,11 +130,6 @@ class PairedDelta:
     # None with one run per arm. McNemar pooled over seeds is conditional on these trained models.
     p_seeds: float | None = None
     components: VarianceComponents | None = None  # of the paired difference: between seeds, within items
-
-    @property
-    def minimum_detectable(self) -> float:
-        """The |Δ| a two-sided 5 % test finds with 80 % power at this design's standard error."""
-        return (Z_975 + Z_80) * (self.high - self.low) / (2 * Z_975)
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:

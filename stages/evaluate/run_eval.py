@@ -16,7 +16,7 @@ import numpy as np
 
 from stages.audio import AudioError, decode_audio, read_audio_file, resample
 from stages.evaluate.answer import answer, load_run
-from stages.evaluate.benchmarks import KINDS, EvalItem, load_benchmark
+from stages.evaluate.benchmarks import BENCHMARKS, EvalItem, load_benchmark
 from stages.evaluate.metrics import judge, markdown, score
 from stages.evaluate.prompts import PRESETS, PromptFormat
 from stages.output_folder import refuse_taken, replaced_folder
@@ -102,7 +102,7 @@ def run_eval(
     refuse_taken(out, overwrite)
     if scoring not in SCORINGS:
         raise UserError(f"--scoring {scoring!r}: one of {', '.join(SCORINGS)}")
-    if scoring != "generate" and KINDS.get(benchmark) not in ("choice", "label", "exact"):
+    if scoring != "generate" and getattr(BENCHMARKS.get(benchmark), "kind", None) not in ("choice", "label", "exact"):
         raise UserError(f"--scoring {scoring}: {benchmark} has no answers to choose from; use --scoring generate")
     items = load_benchmark(benchmark, manifest, audio_root, labels, prompt=prompt)
     model = load_run(run, device)

@@ -32,7 +32,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from stages.config_files import config_dict, dump_yaml
 from stages.progress import console, training_progress
-from stages.train.backbones import resolve_backbone
 from stages.train.backbones.base import SAMPLE_RATE
 from stages.train.bundle import save_bundle
 from stages.train.checkpoint import LATEST, load_rng, mark_best, save_checkpoint, verified_tag
@@ -175,15 +174,19 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     # --- data first: refuse a bad store before anything starts, then the stream's inputs -----------
     sources, specs, experts = load_sources(cfg.training_corpora, cfg.experts, not cfg.model.no_think)
     val_sets = load_sources(cfg.val_corpora, experts, False, held_only=True)[0] if cfg.val_corpora else []
-    CoatModel.check_against_backbone(cfg.model)  # the layer the heads read, the heads' width: before any write
+    # the layer the heads read, the heads' width: before any write. It reads the backbone's config, so a tiny
+    # twin is built here (on every rank: the cache's atomic rename lets concurrent builders agree)
+    CoatModel.check_against_backbone(cfg.model)
     run, checkpoints = cfg.out, cfg.out / "checkpoints"
     ds_config = deepspeed_config(cfg, uses_gpu())
-    resumed_changes = check_run_dir(cfg, ds_config)
-    resuming = cfg.resume and (checkpoints / LATEST).is_file()
 
     # --- setup: distributed, seeds, run directory ---------------------------------------------------
     rank, world, device = init_distributed()
     is_main = rank == 0
+    # Every rank checks the folder before rank 0 writes into it: `agreed` is also the barrier that keeps a rank
+    # still checking from finding what rank 0 has just written (a sweep's later runs start with the group up).
+    resumed_changes = agreed(lambda: check_run_dir(cfg, ds_config), device)
+    resuming = cfg.resume and (checkpoints / LATEST).is_file()
     stop = StopSignal()  # SIGTERM / SIGUSR1: checkpoint at the next step on every rank, then exit
     tag = agreed(lambda: verified_tag(checkpoints, rank), device) if resuming else None  # before any unpickling
     if is_main and tag is None:  # a resumed run keeps the record of its first steps' settings
@@ -192,8 +195,6 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         (run / "ds_config.json").write_text(json.dumps(ds_config, indent=1))  # as DeepSpeed receives it
 
     # --- model and DeepSpeed engine ----------------------------------------------------------------
-    if is_main:  # a tiny twin is built once, by rank 0, before any rank loads it
-        resolve_backbone(cfg.model.backbone, cfg.model.model_path)
     if is_main and device.type == "cuda":  # before 7B weights load: will it fit, at the corpora's longest clip?
         longest = max((float(x.max()) / s.store_rate for s in sources if s.lengths for x in s.lengths), default=30.0)
         warning = fit_warning(cfg, world, torch.cuda.get_device_properties(device).total_memory, longest)

@@ -136,7 +136,7 @@ class Quickstart(QuickstartLayout):
                 console.print(f"  {self.runs / name}: already trained")
                 continue
             variant, seed = name.split("-seed")
-            todo.append({"name": name, "seed": int(seed), **ARMS[variant]})
+            todo.append({"name": name, "seed": int(seed), **ARMS[variant]})  # the arm's settings
         if not todo:
             return
         sweep = self.out / "sweep.yaml"  # what this launch trains; rewritten by every launch
@@ -146,14 +146,18 @@ class Quickstart(QuickstartLayout):
         launch_training([entry["name"] for entry in todo], flags, self.runs, self.logs / "train.log", self.cfg)
 
     # --- evaluation --------------------------------------------------------------------------------
-    def evaluate(self) -> None:
+    def unscored(self) -> list[tuple[str, Path, Path]]:
+        """(name, run, held-out split) of every run not scored yet; a line for each one that is."""
         todo = []
         for name in self.cfg.run_names():
             if (self.runs / name / "eval" / "metrics.json").is_file():
                 console.print(f"  {self.runs / name}/eval: already scored")
             else:
                 todo.append((name, self.runs / name, self.heldout))
-        for name, (generated, likely) in in_workers(evaluate_run, todo, self.cfg.ranks):
+        return todo
+
+    def evaluate(self) -> None:
+        for name, (generated, likely) in in_workers(evaluate_run, self.unscored(), self.cfg.ranks):
             console.print(
                 f"  {name}: held-out accuracy {100 * generated:.1f} % generated, {100 * likely:.1f} % by likelihood"
             )
@@ -165,7 +169,7 @@ class Quickstart(QuickstartLayout):
             if (out / "probes.json").is_file():
                 console.print(f"  {out}: already probed")
                 continue
-            runs = [self.runs / f"{variant}-seed{seed}" for variant in VARIANTS]
+            runs = [self.runs / f"{variant}-seed{seed}" for variant in self.cfg.arms]
             todo.append((f"seed{seed}", runs, self.heldout, self.cfg.training.experts, out, self.cfg.probe_clips))
         for name, _ in in_workers(probe_seed, todo, self.cfg.ranks):
             console.print(f"  {name}: probed")
@@ -315,9 +319,10 @@ def launch_training(names: list[str], flags: list[str], runs: Path, log_path: Pa
 def last_logged(metrics: Path, rows: int = 1) -> tuple[int, float]:
     """(last step, mean LM loss of the last `rows` steps) from a run's metrics.jsonl; (0, nan) before any."""
     lines = [line for line in metrics.read_text().splitlines() if line.endswith("}")] if metrics.is_file() else []
-    if not lines:
+    logged = [row for row in map(json.loads, lines) if "lm" in row]  # training rows (validation rows have none)
+    if not logged:
         return 0, float("nan")
-    last = [json.loads(line) for line in lines[-rows:]]
+    last = logged[-rows:]
     return int(last[-1]["step"]), sum(float(r["lm"]) for r in last) / len(last)
 
 
@@ -339,21 +344,17 @@ def stop_session(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_quickstart(out: Path, cfg: QuickstartConfig) -> Path:
-    """Every phase, then the report; returns the report's path."""
+def run_phases(quickstart: Quickstart) -> dict[str, float]:
+    """Check DIR's settings, then every phase in order (each skips what is done); the seconds per phase,
+    summed over every invocation that built DIR (a resumed run adds what it did)."""
     from transformers.utils import logging as hf_logging
-
-    from pipeline.quickstart_report import print_summary, read_results, write_report
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars for every tiny model would drown the phases
     # SIGTERM (`kill`, a scheduler) stops the quickstart as Ctrl-C does: training checkpoints first.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    started = time.perf_counter()
-    quickstart = Quickstart(out, cfg)
     quickstart.check_settings()
     phases = quickstart.phases()
-    # Seconds per phase, summed over every invocation that built DIR (a resumed run adds what it did).
-    timings_path = out / "timings.json"
+    timings_path = quickstart.out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     for number, (title, phase) in enumerate(phases, 1):
         console.rule(f"[bold]{number}/{len(phases)}[/] {title}", align="left")
@@ -364,8 +365,28 @@ def run_quickstart(out: Path, cfg: QuickstartConfig) -> Path:
             raise UserError(f"interrupted during “{title}”; run the same command again to resume") from None
         timings[title] = timings.get(title, 0.0) + time.perf_counter() - t0
         timings_path.write_text(json.dumps(timings, indent=1))
-    results = read_results(quickstart)
-    report = write_report(quickstart, results, timings, time.perf_counter() - started)
-    print_summary(results)
+    return timings
+
+
+def run_design(
+    quickstart: Quickstart,
+    read: Callable[[Any], Any],
+    write: Callable[[Any, Any, dict[str, float], float], Path],
+    summary: Callable[[Any], None] | None = None,
+) -> Path:
+    """Every phase, then `read` the results and `write` the report (and print `summary`); the report's path."""
+    started = time.perf_counter()
+    timings = run_phases(quickstart)
+    results = read(quickstart)
+    report = write(quickstart, results, timings, time.perf_counter() - started)
+    if summary is not None:
+        summary(results)
     console.print(f"report: {report}  ({time.perf_counter() - started:.0f} s this time)")
     return report
+
+
+def run_quickstart(out: Path, cfg: QuickstartConfig) -> Path:
+    """Every phase, then the report; returns the report's path."""
+    from pipeline.quickstart_report import print_summary, read_results, write_report
+
+    return run_design(Quickstart(out, cfg), read_results, write_report, print_summary)

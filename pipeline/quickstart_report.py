@@ -293,9 +293,19 @@ def twin_line(q: QuickstartLayout) -> str:
     )
 
 
-def _markdown_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+def markdown_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def closing_sections(q: QuickstartLayout, timings: dict[str, float]) -> list[str]:
+    """The report's last sections: wall time by phase, and the settings DIR was made with."""
+    return [
+        "## Wall time by phase (seconds, summed over invocations)",
+        markdown_table(["phase", "seconds"], [(title, f"{s:.0f}") for title, s in timings.items()]),
+        "## Settings (`quickstart.yaml`)",
+        "```yaml\n" + (q.out / "quickstart.yaml").read_text().rstrip() + "\n```",
+    ]
 
 
 ACCURACY_HEADER = ["question type", "chance %", *(f"{LABELS[v]} %" for v in VARIANTS)]
@@ -344,12 +354,12 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
             for scoring in SCORINGS
             for part in (
                 f"### {scoring} scoring",
-                _markdown_table(ACCURACY_HEADER, accuracy_rows(r, scoring)),
+                markdown_table(ACCURACY_HEADER, accuracy_rows(r, scoring)),
                 "CoAT minus each arm, in points, paired by item and seed: Δ [95 % bootstrap interval over items "
                 "and seeds]; *p seeds*: the exact sign-flip test over the per-seed differences, seeds as the "
                 "unit of replication (in brackets: Holm-adjusted over the six question types); *McNemar p*: the "
                 "discordant items of all seeds pooled, conditional on these trained models (descriptive).",
-                _markdown_table(PAIRED_HEADER, paired_rows(r, scoring)),
+                markdown_table(PAIRED_HEADER, paired_rows(r, scoring)),
                 "For the primary contrast (CoAT − control), a two-sided 5 % test of the seeds' mean difference "
                 "(normal approximation, with this design's variance between seeds and within items) has 80 % "
                 "power for |Δ| ≥ {:.1f} points over all questions and about {:.1f} points within one question "
@@ -368,7 +378,7 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
         + " (each run's `eval/metrics.json`).",
         "Does the generated answer fit the question (one of its type's possible answers), and how often is a "
         "fitting answer right? The first is learning the task's language, the second hearing the clip.",
-        _markdown_table(FIT_HEADER, answer_fit_rows(r)),
+        markdown_table(FIT_HEADER, answer_fit_rows(r)),
         "## Training",
         f"Every arm: the tiny Qwen2-Audio twin (`{q.model_dir}`, {cfg.window_s} s audio window), LoRA rank "
         f"{train.model.lora_rank} on every linear layer of the language model, {train.steps} steps of {cfg.ranks} "
@@ -386,7 +396,7 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
         "the average of the cents, on voiced frames, and the voicing). `@think`: the K thinking positions (the "
         "baseline is read with the untrained block appended); `@answer`: the last prompt position, where the "
         "answer starts. `slots`: the target pooled to K time slots; `clip`: its mean over the clip.",
-        _markdown_table(PROBE_HEADER, probe_rows(r)),
+        markdown_table(PROBE_HEADER, probe_rows(r)),
         "![probe score by layer, seed 0](probes/seed0/probe_layers.png)",
         "## Reading out the thinking block",
         f"`coat-pipe generate --run {q.runs / 'coat-seed0'} --readout` on held-out clip `{readout['clip']}`: "
@@ -395,10 +405,7 @@ def write_report(q: QuickstartLayout, r: Results, timings: dict[str, float], wal
         + ".",
         "\n".join(f"- {line}" for line in readout["lines"]),
         "![readout](report/readout.png)",
-        "## Wall time by phase (seconds, summed over invocations)",
-        _markdown_table(["phase", "seconds"], [(title, f"{s:.0f}") for title, s in timings.items()]),
-        "## Settings (`quickstart.yaml`)",
-        "```yaml\n" + (q.out / "quickstart.yaml").read_text().rstrip() + "\n```",
+        *closing_sections(q, timings),
     ]
     report = q.out / "report.md"
     report.write_text("\n\n".join(sections) + "\n")

@@ -16,13 +16,16 @@ from stages.train.config import TrainConfig
 # --block-control). base: no block, no heads; control: the same block and heads as CoAT with λ = 0, so any
 # difference from CoAT is the supervision's. All three share the LoRA initialisation, data order and steps
 # of their seed (CoAT and the control also the block rows and heads).
+# oracle (the confirmatory design's positive control): the control's block, given the clips' true targets
+# at its input (stages/train/oracle.py).
 ARMS: dict[str, dict[str, Any]] = {
     "coat": {},
     "base": {"model": {"no_think": True}},
     "control": {"model": {"distill_weight": 0.0}},
+    "oracle": {"model": {"distill_weight": 0.0, "oracle": True}},
 }
-VARIANTS = tuple(ARMS)
-LABELS = {"coat": "CoAT", "base": "baseline", "control": "control"}
+VARIANTS = ("coat", "base", "control")  # the demonstration's arms
+LABELS = {"coat": "CoAT", "base": "baseline", "control": "control", "oracle": "oracle"}
 
 # TrainConfig settings of every run; corpus, out, seed, --no-think and the model's path come per run.
 # Why these values: docs/EXPERIMENTS.md.
@@ -72,13 +75,17 @@ class QuickstartConfig(BaseModel):
             raise ValueError(f"twin.window_s ({self.twin.window_s}) must equal window_s ({self.window_s})")
         return self
 
+    @classmethod
+    def train_defaults(cls) -> dict[str, Any]:
+        return TRAIN_DEFAULTS
+
     @field_validator("train", mode="before")
     @classmethod
     def _over_defaults(cls, value: Any) -> Any:
         """A YAML or flag that sets `train.lr` changes lr only: every other default stays."""
         if not isinstance(value, dict):
             return value
-        merged = merge_settings(copy.deepcopy(TRAIN_DEFAULTS), value)
+        merged = merge_settings(copy.deepcopy(cls.train_defaults()), value)
         TrainConfig.model_validate({**merged, "corpus": ".", "out": "."})  # a typo or a bad value fails here
         return merged
 
@@ -91,8 +98,12 @@ class QuickstartConfig(BaseModel):
         """The shared settings, typed (for reading them: corpus and out are placeholders)."""
         return self.run_config(Path("."), Path("."))
 
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return VARIANTS
+
     def run_names(self) -> list[str]:
-        return [f"{variant}-seed{seed}" for seed in range(self.seeds) for variant in VARIANTS]
+        return [f"{variant}-seed{seed}" for seed in range(self.seeds) for variant in self.arms]
 
 
 class QuickstartLayout:
@@ -102,3 +113,48 @@ class QuickstartLayout:
         self.out, self.cfg = out, cfg
         self.train_corpus, self.heldout = out / "data" / "train", out / "data" / "heldout"
         self.model_dir, self.logs, self.runs = out / "model", out / "logs", out / "runs"
+        if isinstance(cfg, ConfirmConfig):  # three splits; "heldout" is the test split
+            self.heldout, self.validation = out / "data" / "test", out / "data" / "validation"
+
+
+# --- the confirmatory design (`coat-pipe quickstart --confirm`; docs/EXPERIMENTS.md, fourth registration) ----
+TARGET_TASKS = ("pitch_level", "pitch_direction", "louder_half")  # answers the mel and pitch targets carry
+CONFIRM_ARMS = ("base", "control", "coat", "oracle")
+# Over TRAIN_DEFAULTS; chosen on the validation split only (docs/EXPERIMENTS.md, "A learnable miniature").
+CONFIRM_TRAIN: dict[str, Any] = merge_settings(
+    copy.deepcopy(TRAIN_DEFAULTS),
+    {
+        "save_every": 100,
+        "eval_every": 200,  # the validation curve: accuracy on the validation split every 200 steps
+        "log_every": 5,
+        "model": {"train_projector": True, "train_audio_encoder": "lora"},
+    },
+)
+SPLIT_SEEDS = {"train": 0, "validation": 2, "test": 7}  # synth seeds: no clip of one split is in another
+
+
+class ConfirmConfig(QuickstartConfig):
+    """The powered design: train, validation and test splits of the target-carried question types, ≥ 6
+    seeds, four arms (baseline, control, CoAT, oracle), likelihood scoring on the test split."""
+
+    seeds: int = Field(default=6, ge=1)
+    train_clips: int = Field(default=1200, ge=12)
+    validation_clips: int = Field(default=300, ge=12)
+    heldout_clips: int = Field(default=1200, ge=12)  # the test split, scored once per run
+    tasks: tuple[str, ...] = TARGET_TASKS
+    train: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(CONFIRM_TRAIN))
+
+    @classmethod
+    def train_defaults(cls) -> dict[str, Any]:
+        return CONFIRM_TRAIN
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from stages.lab.synth import check_tasks
+
+        return check_tasks(value)
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return CONFIRM_ARMS

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner, Result
@@ -73,3 +76,18 @@ def shared_data(*parts: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def stop_during_first_training(command: list[str], metrics: Path, run: str) -> None:
+    """Start a quickstart `command`, send it SIGTERM once the run whose metrics.jsonl is `metrics` has logged
+    two rows, and check it stops in one line naming `run` (training checkpoints first)."""
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    deadline = time.monotonic() + 600
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2) and first.poll() is None:
+        assert time.monotonic() < deadline, "the first training never logged a step"
+        time.sleep(0.1)
+    # SIGTERM takes Ctrl-C's path (SIGINT itself is ignored in a background job, as under `nohup … &`)
+    first.send_signal(signal.SIGTERM)
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 2, stdout + stderr
+    assert f"interrupted while training {run}" in stderr and "Traceback" not in stderr

@@ -23,18 +23,25 @@ def synth(
     name: Annotated[str, typer.Option(help="Shard name prefix: NAME-000000.tar.")] = "train",
     min_seconds: Annotated[float, typer.Option(help="Shortest clip.", min=0.5)] = 1.0,
     max_seconds: Annotated[float, typer.Option(help="Longest clip (a 1-30 s spread tests duration batches).")] = 8.0,
+    tasks: Annotated[
+        str | None, typer.Option(help="Question types to ask, comma-separated, in turn (default: all six).")
+    ] = None,
 ) -> None:
     """Generate the built-in acoustic QA corpus: tones, chirps, notes and noise with exact answers.
 
     Example: [bold]coat-pipe synth --out data/train --clips 600 --seed 0[/]
     """
-    from stages.lab.synth import QUESTION_TYPES, synth_recipe, write_synth_corpus
+    from stages.lab.synth import QUESTION_TYPES, check_tasks, synth_recipe, write_synth_corpus
     from store_schema.corpus import read_corpus
     from store_schema.location import corpus_path, storage_errors
 
     if max_seconds < min_seconds:
         raise UserError(f"--max-seconds {max_seconds:g} is below --min-seconds {min_seconds:g}")
-    recipe = synth_recipe(clips, seed, shard_size, name, (min_seconds, max_seconds))
+    try:
+        asked = check_tasks(tuple(tasks.split(","))) if tasks else QUESTION_TYPES
+    except ValueError as e:
+        raise UserError(f"--{e}") from None
+    recipe = synth_recipe(clips, seed, shard_size, name, (min_seconds, max_seconds), asked)
     with storage_errors(out_dir):
         exists = (corpus_path(out_dir) / "corpus.json").exists()
     if exists:
@@ -43,9 +50,11 @@ def synth(
             raise UserError(f"{out_dir} already holds another corpus ({corpus.created_by}); choose another --out")
         out.print(f"{out_dir} already holds this corpus ({recipe}): nothing to do")
         return
-    tasks = write_synth_corpus(out_dir, clips, seed, shard_size, name, seconds_range=(min_seconds, max_seconds))
+    made = write_synth_corpus(
+        out_dir, clips, seed, shard_size, name, seconds_range=(min_seconds, max_seconds), tasks=asked
+    )
     corpus = read_corpus(out_dir)
-    rows = [(task, tasks[task]) for task in QUESTION_TYPES] + [("[bold]total", f"[bold]{corpus.samples}")]
+    rows = [(task, made[task]) for task in asked] + [("[bold]total", f"[bold]{corpus.samples}")]
     print_table(f"synth corpus → {out_dir}", ["question type", "clips"], rows)
     out.print(f"{len(corpus.shards)} shards, {corpus.seconds / 3600:.3f} h of audio")
 

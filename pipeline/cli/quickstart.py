@@ -25,6 +25,16 @@ def quickstart(
         Path | None,
         typer.Option(help="YAML of QuickstartConfig settings; under train:, TrainConfig's (lr, model.lora_rank …)."),
     ] = None,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm",
+            help="The pre-registered, powered design instead (docs/EXPERIMENTS.md, fourth registration): train, "
+            "validation and test splits of pitch_level, pitch_direction and louder_half; 6 seeds of baseline, "
+            "control, CoAT and oracle; likelihood scoring of 1200 test clips. About 55 minutes on 2 cores; "
+            "resumes like the default. --out defaults to quickstart-confirm.",
+        ),
+    ] = False,
 ) -> None:
     """The whole method on this machine, no GPU, no download: does the thinking block help?
 
@@ -39,12 +49,21 @@ def quickstart(
     pretrained once), 10-11 after. Run it again to resume; Ctrl-C checkpoints
     the training first.
 
+    --confirm runs the pre-registered confirmatory design instead (splits, 6
+    seeds, an oracle arm as positive control; its report gives a CoAT verdict
+    only if the oracle beats the control).
+
     Example: [bold]coat-pipe quickstart --out quickstart --seeds 3[/]
     """
+    from pipeline.confirm import run_confirm
     from pipeline.quickstart import run_quickstart
-    from pipeline.quickstart_setup import QuickstartConfig
+    from pipeline.quickstart_setup import ConfirmConfig, QuickstartConfig
     from stages.config_files import load_config
 
     overrides: dict[str, Any] = {"seeds": seeds, "train_clips": train_clips, "heldout_clips": heldout_clips}
     overrides["train"] = {"steps": steps}
-    run_quickstart(out_dir, load_config(QuickstartConfig, config, overrides))
+    if confirm:
+        out = out_dir if out_dir != Path("quickstart") else Path("quickstart-confirm")
+        run_confirm(out, load_config(ConfirmConfig, config, overrides))
+    else:
+        run_quickstart(out_dir, load_config(QuickstartConfig, config, overrides))

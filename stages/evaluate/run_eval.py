@@ -23,6 +23,9 @@ from stages.output_folder import refuse_taken, replaced_folder
 from stages.progress import audio_progress
 from stages.train.backbones.base import SAMPLE_RATE
 from stages.train.likelihood import pick_choice
+from stages.train.model import CoatModel
+from stages.train.oracle import corpus_targets, stack_targets
+from stages.train.targets import SlotTargets
 from store_schema.errors import UserError
 from store_schema.layout import Status
 
@@ -109,6 +112,12 @@ def run_eval(
     predictions: dict[str, str | None] = {}
     likely: dict[str, str] = {}
     askable = [i for i in items if i.problem is None]
+    targets = oracle_targets(model, benchmark, manifest, askable)
+    if model.oracle is not None:
+        for item in askable:
+            if item.id not in targets:
+                item.problem = "no usable store targets (the oracle answers with them)"
+        askable = [i for i in askable if i.problem is None]
     with audio_progress(disable=not progress) as bar:
         task = bar.add_task(f"eval {benchmark}", total=len(askable), audio_s=0.0)
         seconds = 0.0
@@ -121,13 +130,14 @@ def run_eval(
                 except AudioError as err:
                     item.problem = f"unreadable audio: {err}"
             if batch and scoring != "likelihood":
-                for item, said in zip(
-                    batch, answer(model, waves, [i.question for i in batch], max_new_tokens, system=prompt.system)
-                ):
-                    predictions[item.id] = said.text
+                with model.targets_given(stack_targets([targets[i.id] for i in batch]) if targets else {}):
+                    said = answer(model, waves, [i.question for i in batch], max_new_tokens, system=prompt.system)
+                for item, one in zip(batch, said):
+                    predictions[item.id] = one.text
             if batch and scoring != "generate":
                 for item, wave in zip(batch, waves):
-                    likely[item.id] = pick_choice(model, wave, item.question, list(item.choices), prompt.system)[0]
+                    with model.targets_given(targets[item.id] if targets else {}):
+                        likely[item.id] = pick_choice(model, wave, item.question, list(item.choices), prompt.system)[0]
             if batch:
                 seconds += sum(len(w) for w in waves) / SAMPLE_RATE
             bar.update(task, advance=len(askable[start : start + batch_size]), audio_s=seconds)
@@ -147,6 +157,19 @@ def run_eval(
         )
         (staging / "eval.json").write_text(json.dumps(meta, indent=1))
     return metrics, items
+
+
+def oracle_targets(
+    model: CoatModel, benchmark: str, manifest: Path, items: list[EvalItem]
+) -> dict[str, dict[str, SlotTargets]]:
+    """An oracle run answers with each clip's true targets at its block: read from the benchmark's corpus
+    store (a synth or other extracted corpus); {} for every other model."""
+    if model.oracle is None:
+        return {}
+    if not getattr(BENCHMARKS.get(benchmark), "reads_corpus", False):
+        raise UserError(f"{model.source}: an oracle run needs its clips' store targets; {benchmark} has no store")
+    k = len(model.think.slots) if model.think else 0
+    return corpus_targets(manifest, model.specs, k, [i.id for i in items])
 
 
 def manifest_digest(manifest: Path | str) -> str | None:

@@ -138,10 +138,16 @@ def _tonal(rng: np.random.Generator, span: tuple[float, float], gain: float) -> 
 DEFAULT_SECONDS = (1.0, 8.0)  # the range clip lengths are drawn from
 
 
-def make_clip(seed: int, index: int, seconds_range: tuple[float, float] = DEFAULT_SECONDS) -> SynthClip:
-    """Clip `index` of the corpus for `seed`: its audio, question, exact answer and events."""
+def make_clip(
+    seed: int,
+    index: int,
+    seconds_range: tuple[float, float] = DEFAULT_SECONDS,
+    tasks: tuple[str, ...] = QUESTION_TYPES,
+) -> SynthClip:
+    """Clip `index` of the corpus for `seed`: its audio, question, exact answer and events. Clip i asks
+    `tasks[i % len(tasks)]` (every type by default)."""
     rng = np.random.default_rng([seed, index])
-    task = QUESTION_TYPES[index % len(QUESTION_TYPES)]
+    task = tasks[index % len(tasks)]
     seconds = float(rng.uniform(*seconds_range))
     gain = float(rng.uniform(-20.0, -6.0))
     events: list[Event]
@@ -200,7 +206,12 @@ def make_clip(seed: int, index: int, seconds_range: tuple[float, float] = DEFAUL
 
 
 def synth_recipe(
-    clips: int, seed: int, shard_size: int, name: str, seconds_range: tuple[float, float] = DEFAULT_SECONDS
+    clips: int,
+    seed: int,
+    shard_size: int,
+    name: str,
+    seconds_range: tuple[float, float] = DEFAULT_SECONDS,
+    tasks: tuple[str, ...] = QUESTION_TYPES,
 ) -> str:
     """The command that makes a synth corpus, recorded as its `created_by`: the same recipe, the same bytes."""
     lengths = (
@@ -208,7 +219,16 @@ def synth_recipe(
         if seconds_range == DEFAULT_SECONDS
         else f" --min-seconds {seconds_range[0]:g} --max-seconds {seconds_range[1]:g}"
     )
-    return f"coat-pipe synth --clips {clips} --seed {seed} --shard-size {shard_size} --name {name}{lengths}"
+    subset = "" if tuple(tasks) == QUESTION_TYPES else f" --tasks {','.join(tasks)}"
+    return f"coat-pipe synth --clips {clips} --seed {seed} --shard-size {shard_size} --name {name}{lengths}{subset}"
+
+
+def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """The question types asked, in order; ValueError naming an unknown or repeated one."""
+    unknown = [t for t in tasks if t not in QUESTION_TYPES]
+    if unknown or not tasks or len(set(tasks)) != len(tasks):
+        raise ValueError(f"tasks {','.join(tasks)}: each once, from {', '.join(QUESTION_TYPES)}")
+    return tuple(tasks)
 
 
 def write_synth_corpus(
@@ -219,24 +239,25 @@ def write_synth_corpus(
     name: str = "train",
     progress: bool = True,
     seconds_range: tuple[float, float] = DEFAULT_SECONDS,
+    tasks: tuple[str, ...] = QUESTION_TYPES,
 ) -> Counter:
-    """Generate `clips` clips into WebDataset shards under `out`; returns clips per question type."""
+    """Generate `clips` clips into WebDataset shards under `out` (asking the question types `tasks` in turn);
+    returns clips per question type."""
     # imported here: `import stages.lab` (every CLI start) needs only the constants above, not webdataset
     from stages.audio import encode_flac
     from stages.progress import audio_progress
     from store_schema.corpus import CorpusWriter
 
-    tasks: Counter = Counter()
-    with CorpusWriter(
-        out, SAMPLE_RATE, shard_size, name, created_by=synth_recipe(clips, seed, shard_size, name, seconds_range)
-    ) as writer:
+    recipe = synth_recipe(clips, seed, shard_size, name, seconds_range, check_tasks(tasks))
+    asked: Counter = Counter()
+    with CorpusWriter(out, SAMPLE_RATE, shard_size, name, created_by=recipe) as writer:
         with audio_progress(disable=not progress) as bar:
             task = bar.add_task("synth", total=clips, audio_s=0.0)
             seconds = 0.0
             for index in range(clips):
-                clip = make_clip(seed, index, seconds_range)
+                clip = make_clip(seed, index, seconds_range, tasks)
                 writer.write(clip.key, encode_flac(clip.wave, SAMPLE_RATE), clip.meta())
-                tasks[clip.task] += 1
+                asked[clip.task] += 1
                 seconds += clip.seconds
                 bar.update(task, advance=1, audio_s=seconds)
-    return tasks
+    return asked

@@ -48,6 +48,9 @@ def save_bundle(model: CoatModel, out: Path | str) -> Path:
     model.processor.save_pretrained(out / "processor")
     if len(model.heads):
         save_file({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}, out / "heads.safetensors")
+    if model.oracle is not None:
+        oracle = {k: v.detach().contiguous() for k, v in model.oracle.state_dict().items()}
+        save_file(oracle, out / "oracle.safetensors")
     (out / "targets.json").write_text(json.dumps({e: s.to_stats().to_json() for e, s in model.specs.items()}, indent=1))
     write_manifest(out)
     return out
@@ -101,4 +104,10 @@ def load_bundle(path: Path | str, backbone: str | None = None, model_path: str |
         except (OSError, RuntimeError, SafetensorError) as e:  # shapes or names that are not these heads'
             reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
             raise UserError(f"{path / 'heads.safetensors'}: not the heads this bundle describes ({reason})") from None
+    if coat.oracle is not None:
+        try:
+            coat.oracle.load_state_dict(load_file(path / "oracle.safetensors"))
+        except (OSError, RuntimeError, SafetensorError) as e:
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"{path / 'oracle.safetensors'}: not the oracle this bundle describes ({reason})") from None
     return coat.eval()

@@ -52,6 +52,9 @@ class ModelConfig(BaseModel):
     head_width: int | None = Field(default=None, ge=1)  # default: min(256, the backbone's hidden size)
     head_layers: int = Field(default=2, ge=1)
     head_heads: int = Field(default=4, ge=1)  # attention heads of each head; they divide head_width
+    # The positive control (stages/train/oracle.py): the block's input embeddings also receive a learned
+    # linear map of the clip's true slot targets, in training and at test (evaluation reads them from the store)
+    oracle: bool = False
 
     @field_validator("backbone")
     @classmethod
@@ -66,6 +69,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"no backbone given: choose one with --backbone ({backbone_choices()})")
         if self.lora_rank == 0 and self.train_audio_encoder == "lora":
             raise ValueError("train_audio_encoder: lora needs lora_rank > 0 (lora_rank 0 trains the LM in full)")
+        if self.oracle and self.no_think:
+            raise ValueError("oracle needs the thinking block: it feeds the targets into the block (drop no_think)")
         if self.lora_rank > 0 and not self.lora_targets:
             raise ValueError("lora_targets is empty: name the LM's linear layers LoRA adapts (or set lora_rank 0)")
         if self.head_width is not None and self.head_width % self.head_heads:

@@ -7,6 +7,8 @@ out = model(model.batch(samples))     # out.loss = L_lm + λ Σ_e w_e L_e; out.l
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +20,8 @@ from stages.train.backbones import Backbone, backbone_config, resolve_backbone
 from stages.train.batch import CoatBatch, CoatSample, make_batch
 from stages.train.config import ModelConfig, resolved_dtype
 from stages.train.heads import ExpertHead, expert_loss
-from stages.train.targets import TargetSpec
+from stages.train.oracle import OracleInput
+from stages.train.targets import SlotTargets, TargetSpec
 from stages.train.think import ThinkIds, add_thinking_tokens
 from store_schema.errors import UserError
 
@@ -95,6 +98,10 @@ class CoatModel(nn.Module):
         if think is not None:
             for name, spec in specs.items():
                 self.heads[name] = ExpertHead(hidden, spec.dim, k, width, config.head_layers, config.head_heads)
+        self.oracle: OracleInput | None = None
+        if config.oracle and think is not None:
+            self.oracle = OracleInput(specs, hidden, think.slots)
+            model.get_input_embeddings().register_forward_hook(self.oracle.add_to_embeddings)
 
     @staticmethod
     def check_against_backbone(config: ModelConfig) -> None:
@@ -172,6 +179,13 @@ class CoatModel(nn.Module):
     def batch(self, samples: list[CoatSample]) -> CoatBatch:
         return make_batch(samples, self.backbone, self.processor, self.think, self.specs if self.think else {})
 
+    @contextmanager
+    def targets_given(self, targets: dict[str, SlotTargets]) -> Iterator[None]:
+        """Every forward of the backbone inside sees the clips' targets at the block: the oracle arm only;
+        for any other model nothing changes (its targets feed its loss, never its input)."""
+        with self.oracle.given(targets) if self.oracle is not None else nullcontext():
+            yield
+
     def thinking_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L, H) hidden states -> (B, K, H) at the thinking positions."""
         assert self.think is not None
@@ -182,7 +196,8 @@ class CoatModel(nn.Module):
         """L = lm_weight · L_lm + λ Σ_e w_e L_e (lm_weight 0 is the `align` stage of two-stage training)."""
         device = next(self.parameters()).device
         inputs = {k: v.to(device) for k, v in batch.inputs.items()}
-        out = self.model(**inputs, labels=batch.labels.to(device), output_hidden_states=self.think is not None)
+        with self.targets_given(batch.targets):
+            out = self.model(**inputs, labels=batch.labels.to(device), output_hidden_states=self.think is not None)
         result = CoatOutput(loss=lm_weight * out.loss, lm_loss=out.loss, logits=out.logits)
         if self.think is None or not self.heads:
             return result

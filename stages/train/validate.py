@@ -24,6 +24,7 @@ from stages.train.heads import expert_loss
 from stages.train.likelihood import pick_choice
 from stages.train.model import CoatModel
 from stages.train.stream import Source
+from stages.train.targets import SlotTargets
 
 
 def clip_lm_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -63,9 +64,10 @@ def validate(
                                            out.clips[name][row : row + 1], one)  # fmt: skip
                         sums[4 + 2 * e] += float(loss)
                         sums[5 + 2 * e] += 1
-            for sample in samples:
+            for row, sample in enumerate(samples):
                 if sample.choices:
-                    picked, _ = pick_choice(model, sample.wave, sample.question, sample.choices)
+                    with model.targets_given(one_clip(batch.targets, row)):
+                        picked, _ = pick_choice(model, sample.wave, sample.question, sample.choices)
                     sums[2] += 1
                     sums[3] += float(picked == sample.answer)
         if dist.is_initialized() and world > 1:
@@ -86,6 +88,11 @@ def validate(
             metrics[prefix + "accuracy"] = float(sums[3] / sums[2])
     model.train(was_training)
     return metrics
+
+
+def one_clip(targets: dict[str, SlotTargets], row: int) -> dict[str, SlotTargets]:
+    """The targets of one row of a batch."""
+    return {name: type(t)(*(v[row : row + 1] for v in vars(t).values())) for name, t in targets.items()}
 
 
 def best_key(metric: str, sets: list[Source]) -> str:

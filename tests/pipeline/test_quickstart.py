@@ -2,17 +2,15 @@
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import subprocess_env
+from tests.helpers import stop_during_first_training, subprocess_env
 
 COAT_PIPE = Path(sys.executable).parent / "coat-pipe"
 STEPS = 40
@@ -47,17 +45,7 @@ def finished(tmp_path_factory):
     """A quickstart stopped during its first training, then run again to the end."""
     out = tmp_path_factory.mktemp("quickstart") / "qs"
     command = [str(COAT_PIPE), "quickstart", "--out", str(out), *settings(out)]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-    metrics = out / "runs" / "coat-seed0" / "metrics.jsonl"
-    deadline = time.monotonic() + 600
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2) and first.poll() is None:
-        assert time.monotonic() < deadline, "the first training never logged a step"
-        time.sleep(0.1)
-    # SIGTERM takes Ctrl-C's path (SIGINT itself is ignored in a background job, as under `nohup … &`)
-    first.send_signal(signal.SIGTERM)
-    stdout, stderr = first.communicate(timeout=300)
-    assert first.returncode == 2, stdout + stderr
-    assert "interrupted while training coat-seed0" in stderr and "Traceback" not in stderr
+    stop_during_first_training(command, out / "runs" / "coat-seed0" / "metrics.jsonl", "coat-seed0")
     interrupted_at = (out / "runs" / "coat-seed0" / "checkpoints" / "latest").read_text().strip()
     done = quickstart(out)
     assert done.returncode == 0, done.stdout + done.stderr

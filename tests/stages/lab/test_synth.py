@@ -67,3 +67,17 @@ def test_answers_are_what_the_generator_made():
             assert (rms[0] > rms[1]) == (clip.answer == "first")
             assert all((e.end <= half) or (e.start >= half) for e in events)
     assert {make_clip(1, i).task for i in range(6)} == set(QUESTION_TYPES) == set(ANSWERS)
+
+
+def test_a_subset_of_question_types_is_asked_in_turn_and_recorded_in_the_recipe(tmp_path):
+    asked = "louder_half,pitch_level"
+    result = cli("synth", "--out", tmp_path / "sub", "--clips", 4, "--seed", 2, "--tasks", asked)
+    assert result.exit_code == 0, result.output
+    corpus = read_corpus(tmp_path / "sub")
+    metas = [json.loads(s["json"]) for sh in corpus.shards for s in iter_tar_samples(corpus.tar_path(sh))]
+    assert [m["task"] for m in metas] == ["louder_half", "pitch_level", "louder_half", "pitch_level"]
+    assert corpus.created_by.endswith(f"--tasks {asked}")
+    assert make_clip(2, 1, tasks=("louder_half", "pitch_level")).answer == metas[1]["answer"]
+    refused = cli("synth", "--out", tmp_path / "bad", "--clips", 4, "--tasks", "pitch_level,loudness", expect=2)
+    assert "each once, from" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,102 @@
+"""`coat-pipe quickstart --confirm`: the fourth pre-registered experiment (docs/EXPERIMENTS.md), the powered design
+the default quickstart only demonstrates.
+
+    DIR/data/{train,validation,test}   synth corpora of the target-carried question types, three seeds
+    DIR/runs/{base,control,coat,oracle}-seedN   `coat-pipe train` runs, each scored on the validation split
+                                       while training (metrics.jsonl) and once on the test split (eval/)
+    DIR/report.md, DIR/report/         the registered analysis (pipeline/confirm_report.py)
+
+The layout, the twin, the training launch and resuming are the quickstart's (pipeline/quickstart.py); what
+differs: three splits, four arms, the validation split in every run, likelihood scoring of the test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.quickstart import Quickstart, in_workers
+from pipeline.quickstart_setup import SPLIT_SEEDS, ConfirmConfig
+from stages.config_files import dump_yaml
+from stages.progress import console
+from store_schema.errors import UserError
+
+
+class Confirm(Quickstart):
+    cfg: ConfirmConfig
+
+    def phases(self) -> list[tuple[str, Callable[[], None]]]:
+        cfg = self.cfg
+        return [
+            ("synth the train, validation and test splits", self.synth),
+            (f"extract {','.join(cfg.training.experts)} into the three stores", self.extract),
+            ("pretrain the tiny Qwen2-Audio twin (once per machine)", self.build_model),
+            (
+                f"train {', '.join(cfg.arms)}: {cfg.seeds} seed(s), {cfg.ranks} ranks, validation every "
+                f"{cfg.training.eval_every} steps",
+                self.train,
+            ),
+            ("score every run on the test split (likelihood)", self.evaluate),
+        ]
+
+    def splits(self) -> list[tuple[Path, int, str]]:
+        cfg = self.cfg
+        return [
+            (self.train_corpus, cfg.train_clips, "train"),
+            (self.validation, cfg.validation_clips, "validation"),
+            (self.heldout, cfg.heldout_clips, "test"),
+        ]
+
+    def synth(self) -> None:
+        from stages.lab.synth import synth_recipe, write_synth_corpus
+        from store_schema.corpus import read_corpus
+
+        for folder, clips, name in self.splits():
+            seed, shard_size = SPLIT_SEEDS[name], -(-clips // 3)
+            recipe = synth_recipe(clips, seed, shard_size, name, tasks=self.cfg.tasks)
+            if (folder / "corpus.json").is_file():
+                if read_corpus(folder).created_by == recipe:
+                    console.print(f"  {folder}: already made")
+                    continue
+                raise UserError(f"{folder} holds another corpus; remove it or choose another --out")
+            write_synth_corpus(folder, clips, seed, shard_size, name, tasks=self.cfg.tasks)
+
+    def extract(self) -> None:
+        from stages.extract.config import ExtractConfig
+        from stages.extract.runner import run_extract
+
+        for folder, _, _ in self.splits():
+            run_extract(ExtractConfig(corpus=folder, experts=self.cfg.training.experts, num_workers=1))
+
+    def train_settings(self) -> Path:
+        """The quickstart's shared settings, with the validation split scored while training."""
+        path = super().train_settings()
+        settings = self.cfg.train | {
+            "model": self.cfg.train["model"] | {"model_path": str(self.model_dir.resolve())},
+            "val_corpora": [{"path": str(self.validation.resolve()), "name": "validation"}],
+            "report_to": [],
+        }
+        path.write_text(dump_yaml(settings))
+        return path
+
+    def evaluate(self) -> None:
+        for name, accuracy in in_workers(score_test, self.unscored(), self.cfg.ranks):
+            console.print(f"  {name}: test accuracy {100 * accuracy:.1f} % by likelihood")
+
+
+def score_test(run: Path, test: Path) -> float:
+    """Score one run on the test split by likelihood (the registered scoring); its accuracy."""
+    from stages.evaluate.run_eval import run_eval
+
+    metrics, _ = run_eval(  # called only while RUN/eval has no metrics.json: what is there is a leftover
+        run, "synth", test, run / "eval", batch_size=16, scoring="likelihood", progress=False, overwrite=True
+    )
+    return metrics["accuracy"]
+
+
+def run_confirm(out: Path, cfg: ConfirmConfig) -> Path:
+    """Every phase, then the registered analysis; returns the report's path."""
+    from pipeline.confirm_report import read_confirm, write_confirm_report
+    from pipeline.quickstart import run_design
+
+    return run_design(Confirm(out, cfg), read_confirm, write_confirm_report)

@@ -1,0 +1,262 @@
+"""The confirmatory design's report: the registered analysis (docs/EXPERIMENTS.md, fourth registration),
+computed from the runs' own files.
+
+In order: does the miniature learn (validation curves of every arm against chance)? Does the positive
+control work (oracle − control on the test split; the gate)? Only if it does: the primary verdict, CoAT −
+control over every test item, seeds as the unit (exact sign-flip test over the per-seed differences), with
+its crossed bootstrap interval and the minimum detectable effect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.quickstart_report import (
+    ALL,
+    closing_sections,
+    delta_cell,
+    markdown_table,
+    mean_sd,
+    numerics,
+    twin_line,
+)
+from pipeline.quickstart_setup import LABELS, QuickstartLayout
+from stages.evaluate.paired import PairedDelta, compare_arms, read_verdicts
+from stages.evaluate.seed_stats import holm, minimum_detectable_effect
+from stages.progress import print_table
+
+ALPHA = 0.05
+GATE = ("control", "oracle")  # oracle − control: can the block carry the targets into answers here?
+PRIMARY = ("control", "coat")  # CoAT − control: the supervision alone
+CONTRASTS = (GATE, PRIMARY, ("base", "coat"), ("base", "control"))
+
+
+@dataclass
+class ConfirmResults:
+    seeds: int
+    tasks: list[str]  # the question types, then ALL
+    chance: dict[str, float]  # test split: question type (and ALL) -> the majority answer's share
+    val_chance: float  # validation split, all questions
+    accuracy: dict[str, list[dict[str, float]]]  # arm -> per seed: question type -> test accuracy
+    contrasts: dict[tuple[str, str], dict[str, PairedDelta]]  # (a, b) -> row -> b − a
+    curves: dict[str, list[list[tuple[int, float]]]]  # arm -> per seed: (step, validation accuracy)
+    lm_end: dict[str, list[float]]  # arm -> per seed: mean LM loss over the last tenth of training
+
+
+def majority_share(references: list[tuple[str, str]]) -> dict[str, float]:
+    """(task, answer) pairs -> per task and over all: the share of always giving the most common answer."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for task, answer in references:
+        counts[task][answer] += 1
+    shares = {task: max(c.values()) / sum(c.values()) for task, c in counts.items()}
+    return shares | {ALL: sum(max(c.values()) for c in counts.values()) / len(references)}
+
+
+def read_confirm(q: QuickstartLayout, resamples: int = 10_000) -> ConfirmResults:
+    """Each run's test eval (predictions.jsonl, metrics.json) and metrics.jsonl (training, validation)."""
+    from stages.lab.synth_benchmark import load_synth
+
+    chance = majority_share([(i.groups["task"], i.reference) for i in load_synth(q.heldout)])
+    val_chance = majority_share([(i.groups["task"], i.reference) for i in load_synth(q.validation)])[ALL]  # type: ignore[attr-defined]
+    arms, seeds = q.cfg.arms, q.cfg.seeds
+    accuracy: dict[str, list[dict[str, float]]] = {a: [] for a in arms}
+    curves: dict[str, list[list[tuple[int, float]]]] = {a: [] for a in arms}
+    lm_end: dict[str, list[float]] = {a: [] for a in arms}
+    for arm in arms:
+        for seed in range(seeds):
+            run = q.runs / f"{arm}-seed{seed}"
+            metrics = json.loads((run / "eval" / "metrics.json").read_text())
+            row = {task: float(t["accuracy"]) for task, t in metrics["breakdowns"]["task"].items()}
+            accuracy[arm].append(row | {ALL: float(metrics["accuracy"])})
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            curves[arm].append(
+                [(r["step"], r["val/validation/accuracy"]) for r in rows if "val/validation/accuracy" in r]
+            )
+            train = [r["lm"] for r in rows if "lm" in r]
+            lm_end[arm].append(float(np.mean(train[-max(1, len(train) // 10) :])))
+    verdicts = {a: [read_verdicts(q.runs / f"{a}-seed{s}" / "eval", "generate") for s in range(seeds)] for a in arms}
+    contrasts = {}
+    for a, b in CONTRASTS:
+        rows = compare_arms(verdicts[a], verdicts[b], resamples)
+        contrasts[a, b] = {ALL if r.row == "overall" else r.row.removeprefix("task: "): r for r in rows}
+    tasks = [*sorted(t for t in accuracy[arms[0]][0] if t != ALL), ALL]
+    return ConfirmResults(seeds, tasks, chance, val_chance, accuracy, contrasts, curves, lm_end)
+
+
+def significant_gain(d: PairedDelta) -> bool:
+    return d.p_seeds is not None and d.p_seeds < ALPHA and d.delta > 0
+
+
+def verdict(r: ConfirmResults) -> list[str]:
+    """The registered decision, in sentences: the gate first; the CoAT verdict only when the gate passes."""
+    gate, primary = r.contrasts[GATE][ALL], r.contrasts[PRIMARY][ALL]
+    mde = 100 * minimum_detectable_effect(primary.components, r.seeds, primary.items) if primary.components else None
+    lines = [
+        f"Positive control: oracle − control on all {gate.items} test items {delta_cell(gate)} points, "
+        f"sign-flip p over {r.seeds} seeds {_p(gate)}."
+    ]
+    if not significant_gain(gate):
+        lines.append(
+            "The oracle does not beat the control: in this miniature even the true targets at the block do not "
+            "reach the answers measurably, so it cannot show CoAT's effect. No CoAT verdict is given."
+        )
+        return lines
+    lines.append("The oracle beats the control: the block can carry the targets' information into the answers here.")
+    direction = "better than" if primary.delta > 0 else "worse than"
+    found = primary.p_seeds is not None and primary.p_seeds < ALPHA
+    lines.append(
+        f"Primary (CoAT − control, all test items): {delta_cell(primary)} points, sign-flip p {_p(primary)}; "
+        + (
+            f"CoAT is {direction} the control at the 5 % level."
+            if found
+            else f"no detectable difference at the 5 % level (this design detects |Δ| ≥ {mde:.1f} points "
+            "with 80 % power, from its observed variance components)."
+        )
+    )
+    share = (primary.delta / gate.delta) if gate.delta > 0 else float("nan")
+    lines.append(f"CoAT recovers {100 * share:.0f} % of the oracle's gain over the control (point estimates).")
+    return lines
+
+
+def _p(d: PairedDelta) -> str:
+    return "—" if d.p_seeds is None else f"{d.p_seeds:.3g}"
+
+
+def accuracy_rows(r: ConfirmResults, arms: tuple[str, ...]) -> list[tuple[str, ...]]:
+    return [
+        (task, f"{100 * r.chance[task]:.1f}", *(mean_sd([a[task] for a in r.accuracy[arm]], 100) for arm in arms))
+        for task in r.tasks
+    ]
+
+
+def contrast_rows(r: ConfirmResults) -> list[tuple[str, ...]]:
+    """(contrast, question type, Δ [interval], p seeds (Holm over the types), McNemar p)."""
+    types = [t for t in r.tasks if t != ALL]
+    rows = []
+    for a, b in CONTRASTS:
+        table = r.contrasts[a, b]
+        adjusted = dict(zip(types, holm([1.0 if table[t].p_seeds is None else table[t].p_seeds for t in types])))
+        for task in r.tasks:
+            d = table[task]
+            p = _p(d) + (f" ({adjusted[task]:.3g})" if task != ALL and d.p_seeds is not None else "")
+            rows.append((f"{LABELS[b]} − {LABELS[a]}", task, delta_cell(d), p, f"{d.p_mcnemar:.3g}"))
+    return rows
+
+
+def validation_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for index, arm in enumerate(arms):
+        for seed, curve in enumerate(r.curves[arm]):
+            if curve:
+                steps, values = zip(*curve)
+                label = LABELS[arm] if seed == 0 else None
+                ax.plot(steps, 100 * np.array(values), "-o", color=f"C{index}", alpha=0.45, ms=3, label=label)
+    ax.axhline(100 * r.val_chance, color="black", ls="--", lw=1, label="chance")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("validation accuracy (%), likelihood")
+    ax.set_title(f"validation split while training, every seed ({r.seeds})", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def test_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, width = np.arange(len(r.tasks)), 0.8 / len(arms)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for index, arm in enumerate(arms):
+        values = 100 * np.array([[s[t] for t in r.tasks] for s in r.accuracy[arm]])
+        spread = values.std(0, ddof=1) if r.seeds > 1 else None
+        ax.bar(
+            x + (index - (len(arms) - 1) / 2) * width, values.mean(0), width, yerr=spread, capsize=2, label=LABELS[arm]
+        )
+    ax.scatter(x, [100 * r.chance[t] for t in r.tasks], marker="_", s=400, color="black", zorder=3, label="chance")
+    ax.set_xticks(x, r.tasks)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("test accuracy (%), likelihood")
+    ax.set_title(f"mean ± sd over {r.seeds} seeds", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+CONTRAST_HEADER = ["contrast", "question type", "Δ points [95 % interval]", "p seeds (Holm)", "McNemar p"]
+
+
+def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[str, float], wall_s: float) -> Path:
+    import torch
+
+    cfg, train, arms = q.cfg, q.cfg.training, q.cfg.arms
+    figures = q.out / "report"
+    figures.mkdir(parents=True, exist_ok=True)
+    validation_png(r, arms, figures / "validation.png")
+    test_png(r, arms, figures / "test_accuracy.png")
+    accuracy_header = ["question type", "chance %", *(f"{LABELS[a]} %" for a in arms)]
+    sections = [
+        "# coat-pipe quickstart --confirm: the registered analysis",
+        f"Generated by `coat-pipe quickstart --confirm --out {q.out}` from the files under `{q.out}` (do not "
+        "edit; run the command again). Registered in docs/EXPERIMENTS.md before any run of this design.",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch "
+        f"{torch.__version__}. Numerics: {numerics(cfg.threads_per_rank)}. Wall time {sum(timings.values()):.0f} s "
+        f"over the invocations that built this folder (the last one: {wall_s:.0f} s).",
+        "## Verdict",
+        "\n\n".join(verdict(r)),
+        "## Does the miniature learn? (validation split)",
+        f"{cfg.validation_clips} validation clips (synth seed 2), scored by likelihood every "
+        f"{train.eval_every} steps and at the end of every run; chance {100 * r.val_chance:.1f} %. Final "
+        "validation accuracy, mean ± sd over seeds: "
+        + ", ".join(f"{LABELS[a]} {mean_sd([c[-1][1] for c in r.curves[a] if c], 100)} %" for a in arms)
+        + ". Training LM loss over the last tenth of the steps (per answer token): "
+        + ", ".join(f"{LABELS[a]} {statistics.mean(r.lm_end[a]):.3f}" for a in arms)
+        + ".",
+        "![validation accuracy](report/validation.png)",
+        "## Test accuracy by question type",
+        f"{cfg.heldout_clips} test clips (synth seed 7), scored once per run by likelihood (the most likely of "
+        "the question type's answers). Mean ± sd over seeds; chance is always giving the most common answer.",
+        markdown_table(accuracy_header, accuracy_rows(r, arms)),
+        "![test accuracy](report/test_accuracy.png)",
+        "## Contrasts",
+        "Paired by item and seed. Δ [95 % bootstrap interval, resampling seeds and items]; *p seeds*: the exact "
+        "sign-flip test over the per-seed differences, seeds as the unit (Holm-adjusted over the question "
+        "types in brackets); *McNemar p*: discordant items of all seeds pooled, conditional on these trained "
+        "models (descriptive only).",
+        markdown_table(CONTRAST_HEADER, contrast_rows(r)),
+        "## Setup",
+        f"Every arm: the tiny Qwen2-Audio twin, LoRA rank {train.model.lora_rank} on the language model, the "
+        f"projector trained ({train.model.train_projector}), the audio encoder {train.model.train_audio_encoder}, "
+        f"{train.steps} steps of {cfg.ranks} DeepSpeed ZeRO-2 CPU ranks × {train.batch_size} clips, lr {train.lr}; "
+        f"{cfg.train_clips} training clips (synth seed 0) of {', '.join(cfg.tasks)}. Baseline: no block; control: "
+        f"K = {train.model.think_tokens} block and heads, λ = 0; CoAT: λ = {train.model.distill_weight} on "
+        f"{', '.join(train.experts)}; oracle: the control plus a learned linear map of the clip's true slot "
+        "targets added to the block's input embeddings, in training and at test.",
+        twin_line(q),
+        *closing_sections(q, timings),
+    ]
+    report = q.out / "report.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    print_table(f"test accuracy, likelihood, mean ± sd over {r.seeds} seeds", accuracy_header, accuracy_rows(r, arms))
+    print_table("contrasts", CONTRAST_HEADER, contrast_rows(r))
+    for line in verdict(r):
+        print(line)
+    return report

@@ -223,8 +223,9 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         "## Verdict",
         "\n\n".join(verdict(r)),
         "## Does the miniature learn? (validation split)",
-        f"{cfg.validation_clips} validation clips (synth seed 2), scored by likelihood every "
-        f"{train.eval_every} steps and at the end of every run; chance {100 * r.val_chance:.1f} %. Final "
+        f"{cfg.validation_clips} validation clips (synth seed 2), scored by likelihood "
+        + (f"every {train.eval_every} steps and " if train.eval_every else "")
+        + f"at the end of every run; chance {100 * r.val_chance:.1f} %. Final "
         "validation accuracy, mean ± sd over seeds: "
         + ", ".join(f"{LABELS[a]} {mean_sd([c[-1][1] for c in r.curves[a] if c], 100)} %" for a in arms)
         + ". Training LM loss over the last tenth of the steps (per answer token): "

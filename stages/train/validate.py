@@ -64,12 +64,9 @@ def validate(
                                            out.clips[name][row : row + 1], one)  # fmt: skip
                         sums[4 + 2 * e] += float(loss)
                         sums[5 + 2 * e] += 1
-            for row, sample in enumerate(samples):
-                if sample.choices:
-                    with model.targets_given(one_clip(batch.targets, row)):
-                        picked, _ = pick_choice(model, sample.wave, sample.question, sample.choices)
-                    sums[2] += 1
-                    sums[3] += float(picked == sample.answer)
+            scored, correct = likelihood_hits(model, samples, batch.targets)
+            sums[2] += scored
+            sums[3] += correct
         if dist.is_initialized() and world > 1:
             reduced = sums.to(device)
             dist.all_reduce(reduced)
@@ -88,6 +85,18 @@ def validate(
             metrics[prefix + "accuracy"] = float(sums[3] / sums[2])
     model.train(was_training)
     return metrics
+
+
+def likelihood_hits(model: CoatModel, samples: list, targets: dict[str, SlotTargets]) -> tuple[int, int]:
+    """(scored, correct) over the samples that list their allowed answers: the most likely one against the
+    reference, each clip with its own targets at the block (what the oracle reads; nothing for other arms)."""
+    scored = correct = 0
+    for row, sample in enumerate(samples):
+        if sample.choices:
+            with model.targets_given(one_clip(targets, row)):
+                picked, _ = pick_choice(model, sample.wave, sample.question, sample.choices)
+            scored, correct = scored + 1, correct + int(picked == sample.answer)
+    return scored, correct
 
 
 def one_clip(targets: dict[str, SlotTargets], row: int) -> dict[str, SlotTargets]:

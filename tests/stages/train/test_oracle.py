@@ -104,3 +104,22 @@ def test_an_oracle_run_on_a_benchmark_without_a_store_is_refused(oracle, tmp_pat
 
     with pytest.raises(UserError, match="needs its clips' store targets"):
         oracle_targets(oracle, "mmau", tmp_path / "mmau.json", [])
+
+
+def test_validation_gives_each_clip_its_own_targets(oracle, samples, monkeypatch):
+    import stages.train.validate as validate
+
+    seen = []
+
+    def spy(model, wave, question, choices, system=None):
+        seen.append(model.oracle.vectors.detach().clone())
+        return choices[0], [0.0] * len(choices)
+
+    monkeypatch.setattr(validate, "pick_choice", spy)
+    chosen = [dataclasses.replace(s, choices=["low", "mid", "high"]) for s in samples[:3]]
+    batch = oracle.batch(chosen)
+    assert validate.likelihood_hits(oracle, chosen, batch.targets)[0] == 3
+    with torch.no_grad():
+        for row, vectors in enumerate(seen):
+            assert torch.equal(vectors, oracle.oracle.embed(one_clip(batch.targets, row)))
+        assert not torch.equal(seen[0], seen[1])

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipeline.quickstart import Quickstart, in_workers
 from pipeline.quickstart_setup import SPLIT_SEEDS, ConfirmConfig
-from stages.config_files import dump_yaml
 from stages.progress import console
 from store_schema.errors import UserError
 
@@ -64,16 +64,10 @@ class Confirm(Quickstart):
         for folder, _, _ in self.splits():
             run_extract(ExtractConfig(corpus=folder, experts=self.cfg.training.experts, num_workers=1))
 
-    def train_settings(self) -> Path:
-        """The quickstart's shared settings, with the validation split scored while training."""
-        path = super().train_settings()
-        settings = self.cfg.train | {
-            "model": self.cfg.train["model"] | {"model_path": str(self.model_dir.resolve())},
-            "val_corpora": [{"path": str(self.validation.resolve()), "name": "validation"}],
-            "report_to": [],
-        }
-        path.write_text(dump_yaml(settings))
-        return path
+    def shared_settings(self) -> dict[str, Any]:
+        """The quickstart's, with the validation split scored at the end of every run."""
+        validation = [{"path": str(self.validation.resolve()), "name": "validation"}]
+        return super().shared_settings() | {"val_corpora": validation, "report_to": []}
 
     def evaluate(self) -> None:
         for name, accuracy in in_workers(score_test, self.unscored(), self.cfg.ranks):

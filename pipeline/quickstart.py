@@ -120,11 +120,14 @@ class Quickstart(QuickstartLayout):
         partial.rename(self.model_dir)
 
     # --- training ----------------------------------------------------------------------------------
+    def shared_settings(self) -> dict[str, Any]:
+        """The TrainConfig settings every run shares (corpus, out, seed and the arm's settings come per run)."""
+        return self.cfg.train | {"model": self.cfg.train["model"] | {"model_path": str(self.model_dir.resolve())}}
+
     def train_settings(self) -> Path:
-        """The TrainConfig settings every run shares (corpus, out, seed and --no-think come as flags)."""
-        settings = self.cfg.train | {"model": self.cfg.train["model"] | {"model_path": str(self.model_dir.resolve())}}
+        """DIR/train.yaml, the shared settings every run reads with --config."""
         path = self.out / "train.yaml"
-        path.write_text(dump_yaml(settings))
+        path.write_text(dump_yaml(self.shared_settings()))
         return path
 
     def train(self) -> None:

@@ -81,6 +81,21 @@ def test_the_report_reads_the_test_scores_and_gives_no_verdict_without_seeds(fin
     cells = [c.strip() for c in all_row.strip("|").split("|")]
     expected = [json.loads((out / "runs" / n / "eval" / "metrics.json").read_text())["accuracy"] for n in ARMS]
     assert [float(c) for c in cells[2:]] == [round(100 * a, 1) for a in expected]
+    # the gate's row recomputed from the two runs' predictions: Δ and McNemar's exact p (scipy)
+    from scipy.stats import binomtest
+
+    verdicts = {
+        n: [json.loads(line)["correct"] for line in (out / "runs" / n / "eval" / "predictions.jsonl").open()]
+        for n in ("control-seed0", "oracle-seed0")
+    }
+    control, oracle = verdicts["control-seed0"], verdicts["oracle-seed0"]
+    only_control = sum(c and not o for c, o in zip(control, oracle))
+    only_oracle = sum(o and not c for c, o in zip(control, oracle))
+    mcnemar = binomtest(only_control, only_control + only_oracle).pvalue if only_control + only_oracle else 1.0
+    gate_row = next(line for line in report.splitlines() if line.startswith("| oracle − control | all questions |"))
+    delta, seeds_p, p = (c.strip() for c in gate_row.strip("|").split("|")[2:])
+    assert float(delta.split(" [")[0]) == round(100 * (sum(oracle) - sum(control)) / len(control), 1)
+    assert seeds_p == "—" and float(p) == pytest.approx(mcnemar, rel=1e-2)
     assert "No CoAT verdict is given" in report  # one seed: the gate's seed-level test has nothing to test
     assert (out / "report" / "validation.png").is_file() and (out / "report" / "test_accuracy.png").is_file()
     again = subprocess.run(confirm(out), capture_output=True, text=True, env=subprocess_env(), timeout=600)

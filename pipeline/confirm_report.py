@@ -158,16 +158,21 @@ def validation_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    curves = any(len(c) > 1 for runs in r.curves.values() for c in runs)
     for index, arm in enumerate(arms):
         for seed, curve in enumerate(r.curves[arm]):
             if curve:
                 steps, values = zip(*curve)
                 label = LABELS[arm] if seed == 0 else None
-                ax.plot(steps, 100 * np.array(values), "-o", color=f"C{index}", alpha=0.45, ms=3, label=label)
+                # validation at the end only: one column of seeds per arm instead of a curve
+                x = steps if curves else [index + 0.06 * (seed - (r.seeds - 1) / 2)]
+                ax.plot(x, 100 * np.array(values), "-o", color=f"C{index}", alpha=0.6, ms=4, label=label)
     ax.axhline(100 * r.val_chance, color="black", ls="--", lw=1, label="chance")
-    ax.set_xlabel("optimizer step")
+    if not curves:
+        ax.set_xticks(range(len(arms)), [LABELS[a] for a in arms])
+    ax.set_xlabel("optimizer step" if curves else f"arm (each dot a seed, at step {r.curves[arms[0]][0][-1][0]})")
     ax.set_ylabel("validation accuracy (%), likelihood")
-    ax.set_title(f"validation split while training, every seed ({r.seeds})", fontsize=10)
+    ax.set_title(f"validation split, every seed ({r.seeds})", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -16,11 +16,13 @@ from pipeline.errors import user_errors
 def quickstart(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for data, runs and report.md.")] = Path("quickstart"),
     seeds: Annotated[
-        int | None, typer.Option(help="Seeds; each trains CoAT, its baseline and its control (default 3).")
+        int | None, typer.Option(help="Seeds; each trains every arm once (default 3; --confirm 6).")
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps per run (default 400).")] = None,
-    train_clips: Annotated[int | None, typer.Option(help="Training clips (default 600).")] = None,
-    heldout_clips: Annotated[int | None, typer.Option(help="Held-out clips (default 240).")] = None,
+    train_clips: Annotated[int | None, typer.Option(help="Training clips (default 600; --confirm 1200).")] = None,
+    heldout_clips: Annotated[
+        int | None, typer.Option(help="Held-out clips (default 240; --confirm: the test split, 1200).")
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="YAML of QuickstartConfig settings; under train:, TrainConfig's (lr, model.lora_rank …)."),
@@ -31,7 +33,7 @@ def quickstart(
             "--confirm",
             help="The pre-registered, powered design instead (docs/EXPERIMENTS.md, fourth registration): train, "
             "validation and test splits of pitch_level, pitch_direction and louder_half; 6 seeds of baseline, "
-            "control, CoAT and oracle; likelihood scoring of 1200 test clips. About 55 minutes on 2 cores; "
+            "control, CoAT and oracle; likelihood scoring of 1200 test clips. About 45 minutes on 2 cores; "
             "resumes like the default. --out defaults to quickstart-confirm.",
         ),
     ] = False,

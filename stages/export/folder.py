@@ -88,6 +88,11 @@ def export_run(run: Path, out: Path, adapter_only: bool = False, overwrite: bool
 
 def _write_export(run: Path, bundle: Path, out: Path, adapter_only: bool) -> None:
     coat = load_bundle(bundle).eval()
+    if coat.oracle is not None:  # a plain model folder has no way to take a clip's targets at its block
+        raise UserError(
+            f"{run} is an oracle run (model.oracle): it answers only with its clips' store targets, "
+            "so it has no plain-model export; score it with `coat-pipe eval --benchmark synth`"
+        )
     k = len(coat.think.slots) if coat.think else 0
     processor = coat.processor
     if coat.think:

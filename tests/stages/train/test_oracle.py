@@ -17,6 +17,8 @@ from store_schema.errors import UserError
 
 K = 8
 
+pytestmark = pytest.mark.slow  # three tiny models built and run (about 10 s): the fast lane stays under 2 minutes
+
 
 def _model(specs, **kw) -> CoatModel:
     torch.manual_seed(0)
@@ -74,6 +76,10 @@ def test_the_oracle_maps_start_at_zero_and_learn_from_the_answer_loss(specs, sam
 @pytest.mark.parametrize("arm", [{}, {"distill_weight": 0.0}])  # CoAT and the block control
 def test_no_other_arm_reads_the_targets(specs, samples, arm):
     model = _model(specs, **arm)
+    with torch.no_grad():  # as after training: every trainable weight away from its initialisation
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
     batch = model.batch(samples[:2])
     assert torch.equal(_logits(model, batch, batch.targets), _logits(model, batch, _swapped(batch.targets)))
     model.eval()
@@ -123,3 +129,30 @@ def test_validation_gives_each_clip_its_own_targets(oracle, samples, monkeypatch
         for row, vectors in enumerate(seen):
             assert torch.equal(vectors, oracle.oracle.embed(one_clip(batch.targets, row)))
         assert not torch.equal(seen[0], seen[1])
+
+
+def test_an_oracle_run_is_not_exported_as_a_plain_model(oracle, tmp_path):
+    from stages.export.folder import export_run
+
+    save_bundle(oracle, tmp_path / "run" / "final")
+    with pytest.raises(UserError, match="an oracle run"):
+        export_run(tmp_path / "run", tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_thinking_token_k_of_each_clip_gets_that_clips_slot_k_vector(oracle, samples):
+    batch = oracle.batch(samples[:2])
+    ids = batch.inputs["input_ids"]
+    embed = oracle.model.get_input_embeddings()
+    blank = {n: dataclasses.replace(t, slots=t.slots * 0, slot_mask=t.slot_mask * 0) for n, t in batch.targets.items()}
+    with torch.no_grad():
+        with oracle.targets_given(batch.targets):
+            given = embed(ids)
+        with oracle.targets_given(blank):  # zero features: the maps add their bias only, zero here
+            plain = embed(ids)
+        vectors = oracle.oracle.embed(batch.targets)
+    positions = oracle.think.slot_positions(ids)  # (B, K)
+    expected = torch.zeros_like(given)
+    for row in range(ids.shape[0]):
+        expected[row, positions[row]] = vectors[row].to(given.dtype)
+    assert torch.allclose(given - plain, expected, atol=1e-5)

@@ -19,7 +19,6 @@ from typing import Any
 from pipeline.quickstart import Quickstart, in_workers
 from pipeline.quickstart_setup import SPLIT_SEEDS, ConfirmConfig
 from stages.progress import console
-from store_schema.errors import UserError
 
 
 class Confirm(Quickstart):
@@ -35,34 +34,17 @@ class Confirm(Quickstart):
             ("score every run on the test split (likelihood)", self.evaluate),
         ]
 
-    def splits(self) -> list[tuple[Path, int, str]]:
+    def splits(self) -> list[tuple[Path, int, int, str]]:
         cfg = self.cfg
         return [
-            (self.train_corpus, cfg.train_clips, "train"),
-            (self.validation, cfg.validation_clips, "validation"),
-            (self.heldout, cfg.heldout_clips, "test"),
+            (self.train_corpus, cfg.train_clips, SPLIT_SEEDS["train"], "train"),
+            (self.validation, cfg.validation_clips, SPLIT_SEEDS["validation"], "validation"),
+            (self.heldout, cfg.heldout_clips, SPLIT_SEEDS["test"], "test"),
         ]
 
-    def synth(self) -> None:
-        from stages.lab.synth import synth_recipe, write_synth_corpus
-        from store_schema.corpus import read_corpus
-
-        for folder, clips, name in self.splits():
-            seed, shard_size = SPLIT_SEEDS[name], -(-clips // 3)
-            recipe = synth_recipe(clips, seed, shard_size, name, tasks=self.cfg.tasks)
-            if (folder / "corpus.json").is_file():
-                if read_corpus(folder).created_by == recipe:
-                    console.print(f"  {folder}: already made")
-                    continue
-                raise UserError(f"{folder} holds another corpus; remove it or choose another --out")
-            write_synth_corpus(folder, clips, seed, shard_size, name, tasks=self.cfg.tasks)
-
-    def extract(self) -> None:
-        from stages.extract.config import ExtractConfig
-        from stages.extract.runner import run_extract
-
-        for folder, _, _ in self.splits():
-            run_extract(ExtractConfig(corpus=folder, experts=self.cfg.training.experts, num_workers=1))
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.cfg.tasks
 
     def shared_settings(self) -> dict[str, Any]:
         """The quickstart's, with the validation split scored at the end of every run."""

@@ -16,6 +16,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,13 +152,28 @@ def contrast_rows(r: ConfirmResults) -> list[tuple[str, ...]]:
     return rows
 
 
-def validation_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path:
+def new_axes(size: tuple[float, float]) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    return plt.subplots(figsize=size)
+
+
+def saved(fig: Any, ax: Any, path: Path) -> Path:
+    """The figure with its legend, written to `path` and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def validation_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path:
+    fig, ax = new_axes((6.4, 3.8))
     curves = any(len(c) > 1 for runs in r.curves.values() for c in runs)
     for index, arm in enumerate(arms):
         for seed, curve in enumerate(r.curves[arm]):
@@ -173,21 +189,12 @@ def validation_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path
     ax.set_xlabel("optimizer step" if curves else f"arm (each dot a seed, at step {r.curves[arms[0]][0][-1][0]})")
     ax.set_ylabel("validation accuracy (%), likelihood")
     ax.set_title(f"validation split, every seed ({r.seeds})", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return saved(fig, ax, path)
 
 
-def test_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def test_accuracy_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path:
     x, width = np.arange(len(r.tasks)), 0.8 / len(arms)
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, ax = new_axes((7.5, 3.8))
     for index, arm in enumerate(arms):
         values = 100 * np.array([[s[t] for t in r.tasks] for s in r.accuracy[arm]])
         spread = values.std(0, ddof=1) if r.seeds > 1 else None
@@ -199,11 +206,7 @@ def test_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.set_ylabel("test accuracy (%), likelihood")
     ax.set_title(f"mean ± sd over {r.seeds} seeds", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return saved(fig, ax, path)
 
 
 CONTRAST_HEADER = ["contrast", "question type", "Δ points [95 % interval]", "p seeds (Holm)", "McNemar p"]
@@ -216,7 +219,7 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
     figures = q.out / "report"
     figures.mkdir(parents=True, exist_ok=True)
     validation_png(r, arms, figures / "validation.png")
-    test_png(r, arms, figures / "test_accuracy.png")
+    test_accuracy_png(r, arms, figures / "test_accuracy.png")
     accuracy_header = ["question type", "chance %", *(f"{LABELS[a]} %" for a in arms)]
     sections = [
         "# coat-pipe quickstart --confirm: the registered analysis",

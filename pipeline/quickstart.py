@@ -73,27 +73,37 @@ class Quickstart(QuickstartLayout):
         ]
 
     # --- data --------------------------------------------------------------------------------------
+    def splits(self) -> list[tuple[Path, int, int, str]]:
+        """(folder, clips, synth seed, name) of each corpus; the held-out seed differs: clips never trained on."""
+        return [
+            (self.train_corpus, self.cfg.train_clips, 0, "train"),
+            (self.heldout, self.cfg.heldout_clips, 1, "heldout"),
+        ]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        from stages.lab.synth import QUESTION_TYPES
+
+        return QUESTION_TYPES
+
     def synth(self) -> None:
         from stages.lab.synth import synth_recipe, write_synth_corpus
         from store_schema.corpus import read_corpus
 
-        for folder, clips, seed, name in (
-            (self.train_corpus, self.cfg.train_clips, 0, "train"),
-            (self.heldout, self.cfg.heldout_clips, 1, "heldout"),  # another seed: clips never seen in training
-        ):
+        for folder, clips, seed, name in self.splits():
             shard_size = -(-clips // 3)
             if (folder / "corpus.json").is_file():
-                if read_corpus(folder).created_by == synth_recipe(clips, seed, shard_size, name):
+                if read_corpus(folder).created_by == synth_recipe(clips, seed, shard_size, name, tasks=self.tasks):
                     console.print(f"  {folder}: already made")
                     continue
                 raise UserError(f"{folder} holds another corpus; remove it or choose another --out")
-            write_synth_corpus(folder, clips, seed, shard_size, name)
+            write_synth_corpus(folder, clips, seed, shard_size, name, tasks=self.tasks)
 
     def extract(self) -> None:
         from stages.extract.config import ExtractConfig
         from stages.extract.runner import run_extract
 
-        for corpus in (self.train_corpus, self.heldout):
+        for corpus, *_ in self.splits():
             run_extract(ExtractConfig(corpus=corpus, experts=self.cfg.training.experts, num_workers=1))
 
     def build_model(self) -> None:

@@ -35,7 +35,7 @@ class OracleInput(nn.Module):
         for linear in self.maps.values():
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
-        self.slot_ids = slot_ids
+        self.register_buffer("slot_ids", torch.tensor(slot_ids), persistent=False)  # moves with the model
         self.vectors: torch.Tensor | None = None  # (B, K, H) while targets are given
 
     def embed(self, targets: dict[str, SlotTargets]) -> torch.Tensor:
@@ -60,8 +60,7 @@ class OracleInput(nn.Module):
     def add_to_embeddings(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         """The embedding layer's forward hook: thinking token k of row b gets vectors[b, k] added."""
         ids = args[0]
-        slots = torch.tensor(self.slot_ids, device=ids.device)
-        hits = ids.unsqueeze(-1) == slots  # (B, L, K)
+        hits = ids.unsqueeze(-1) == self.slot_ids  # (B, L, K)
         if not hits.any():  # decoding steps, the choices' tokens: no block here
             return output
         if self.vectors is None:

@@ -33,8 +33,7 @@ def _swapped(targets):
 def _logits(model, batch, targets):
     model.eval()
     with torch.no_grad(), model.targets_given(targets):
-        inputs = {k: v for k, v in batch.inputs.items()}
-        return model.model(**inputs).logits
+        return model.model(**batch.inputs).logits
 
 
 @pytest.fixture(scope="module")

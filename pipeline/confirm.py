@@ -34,6 +34,16 @@ class Confirm(Quickstart):
             ("score every run on the test split (likelihood)", self.evaluate),
         ]
 
+    def same_design(self, held: dict[str, Any], wanted: dict[str, Any]) -> bool:
+        """Equal, or equal but for λ arms added (`--doses`): the runs DIR holds stay what they were, so the
+        dose-response reuses the control (λ = 0) and CoAT (λ = 1) runs of the design it extends."""
+
+        def others(settings: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in settings.items() if k != "doses"}
+
+        added = set(held.get("doses") or []) <= set(wanted.get("doses") or [])
+        return others(held) == others(wanted) and added
+
     def splits(self) -> list[tuple[Path, int, int, str]]:
         cfg = self.cfg
         return [

@@ -29,9 +29,9 @@ from pipeline.quickstart_report import (
     numerics,
     twin_line,
 )
-from pipeline.quickstart_setup import LABELS, QuickstartLayout
+from pipeline.quickstart_setup import ConfirmConfig, QuickstartLayout, arm_label, dose_arm
 from stages.evaluate.paired import PairedDelta, compare_arms, read_verdicts
-from stages.evaluate.seed_stats import holm, minimum_detectable_effect
+from stages.evaluate.seed_stats import holm, minimum_detectable_effect, sign_flip_p
 from stages.progress import print_table
 
 ALPHA = 0.05
@@ -148,8 +148,80 @@ def contrast_rows(r: ConfirmResults) -> list[tuple[str, ...]]:
         for task in r.tasks:
             d = table[task]
             p = _p(d) + (f" ({adjusted[task]:.3g})" if task != ALL and d.p_seeds is not None else "")
-            rows.append((f"{LABELS[b]} − {LABELS[a]}", task, delta_cell(d), p, f"{d.p_mcnemar:.3g}"))
+            rows.append((f"{arm_label(b)} − {arm_label(a)}", task, delta_cell(d), p, f"{d.p_mcnemar:.3g}"))
     return rows
+
+
+# --- the fifth registration's λ dose-response (secondary; only when the design has --doses arms) ---------
+def dose_arms(cfg: ConfirmConfig) -> dict[float, str]:
+    """λ -> arm, in λ order: the control (0), CoAT (its λ) and every --doses arm."""
+    arms = {0.0: "control", cfg.training.model.distill_weight: "coat"} | {w: dose_arm(w) for w in cfg.doses}
+    return dict(sorted(arms.items()))
+
+
+def least_squares_slope(x: list[float], y: list[float]) -> float:
+    """The slope of the least-squares line of y on x."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    centred = xs - xs.mean()
+    return float((centred * (ys - ys.mean())).sum() / (centred**2).sum())
+
+
+def dose_slopes(r: ConfirmResults, by_weight: dict[float, str]) -> list[float]:
+    """Per seed, the slope of test accuracy over all items (points) on λ: the registered outcome."""
+    weights = list(by_weight)
+    return [
+        least_squares_slope(weights, [100 * r.accuracy[arm][seed][ALL] for arm in by_weight.values()])
+        for seed in range(r.seeds)
+    ]
+
+
+def dose_verdict(slopes: list[float]) -> str:
+    p = sign_flip_p(slopes)
+    direction = "rises" if np.mean(slopes) > 0 else "falls"
+    found = p < ALPHA
+    return (
+        f"Per-seed slope of test accuracy on λ: {np.mean(slopes):+.2f} points per unit λ (seeds: "
+        + ", ".join(f"{x:+.2f}" for x in slopes)
+        + f"); exact sign-flip p over {len(slopes)} seeds {p:.3g}: "
+        + (f"dose-dependent, accuracy {direction} with λ." if found else "no detectable trend at the 5 % level.")
+    )
+
+
+def dose_png(r: ConfirmResults, by_weight: dict[float, str], path: Path) -> Path:
+    fig, ax = new_axes((5.6, 3.6))
+    weights = list(by_weight)
+    values = 100 * np.array([[r.accuracy[arm][seed][ALL] for arm in by_weight.values()] for seed in range(r.seeds)])
+    for seed, row in enumerate(values):
+        ax.plot(weights, row, "-o", color="C0", alpha=0.35, ms=3, label="one seed" if seed == 0 else None)
+    ax.plot(weights, values.mean(0), "-o", color="C3", lw=2, label="mean over seeds")
+    ax.axhline(100 * r.chance[ALL], color="black", ls="--", lw=1, label="chance")
+    ax.set_xscale("symlog", linthresh=0.3)
+    ax.set_xticks(weights, [f"{w:g}" for w in weights])
+    ax.set_xlabel("λ (distillation weight; 0 = the control)")
+    ax.set_ylabel("test accuracy (%), all questions")
+    return saved(fig, ax, path)
+
+
+def dose_section(r: ConfirmResults, cfg: ConfirmConfig, figures: Path) -> list[str]:
+    """The dose-response's report section (empty without --doses arms)."""
+    if not cfg.doses:
+        return []
+    by_weight = dose_arms(cfg)
+    header = ["λ", "arm", *(f"{t} %" for t in r.tasks)]
+    rows = [
+        (f"{w:g}", arm_label(arm), *(mean_sd([s[t] for s in r.accuracy[arm]], 100) for t in r.tasks))
+        for w, arm in by_weight.items()
+    ]
+    dose_png(r, by_weight, figures / "dose.png")
+    return [
+        "## λ dose-response (fifth registration, secondary)",
+        "Test accuracy by λ, mean ± sd over seeds. Outcome: per seed the least-squares slope of accuracy over all "
+        "test items on λ; test: the exact two-sided sign-flip test over the seeds' slopes, α = 0.05. It does not "
+        "change the verdict above.",
+        markdown_table(header, rows),
+        dose_verdict(dose_slopes(r, by_weight)) if r.seeds > 1 else "One seed: no slope to test.",
+        "![dose-response](report/dose.png)",
+    ]
 
 
 def new_axes(size: tuple[float, float]) -> tuple[Any, Any]:
@@ -179,13 +251,13 @@ def validation_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> Path
         for seed, curve in enumerate(r.curves[arm]):
             if curve:
                 steps, values = zip(*curve)
-                label = LABELS[arm] if seed == 0 else None
+                label = arm_label(arm) if seed == 0 else None
                 # validation at the end only: one column of seeds per arm instead of a curve
                 x = steps if curves else [index + 0.06 * (seed - (r.seeds - 1) / 2)]
                 ax.plot(x, 100 * np.array(values), "-o", color=f"C{index}", alpha=0.6, ms=4, label=label)
     ax.axhline(100 * r.val_chance, color="black", ls="--", lw=1, label="chance")
     if not curves:
-        ax.set_xticks(range(len(arms)), [LABELS[a] for a in arms])
+        ax.set_xticks(range(len(arms)), [arm_label(a) for a in arms])
     ax.set_xlabel("optimizer step" if curves else f"arm (each dot a seed, at step {r.curves[arms[0]][0][-1][0]})")
     ax.set_ylabel("validation accuracy (%), likelihood")
     ax.set_title(f"validation split, every seed ({r.seeds})", fontsize=10)
@@ -199,7 +271,12 @@ def test_accuracy_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> P
         values = 100 * np.array([[s[t] for t in r.tasks] for s in r.accuracy[arm]])
         spread = values.std(0, ddof=1) if r.seeds > 1 else None
         ax.bar(
-            x + (index - (len(arms) - 1) / 2) * width, values.mean(0), width, yerr=spread, capsize=2, label=LABELS[arm]
+            x + (index - (len(arms) - 1) / 2) * width,
+            values.mean(0),
+            width,
+            yerr=spread,
+            capsize=2,
+            label=arm_label(arm),
         )
     ax.scatter(x, [100 * r.chance[t] for t in r.tasks], marker="_", s=400, color="black", zorder=3, label="chance")
     ax.set_xticks(x, r.tasks)
@@ -220,7 +297,7 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
     figures.mkdir(parents=True, exist_ok=True)
     validation_png(r, arms, figures / "validation.png")
     test_accuracy_png(r, arms, figures / "test_accuracy.png")
-    accuracy_header = ["question type", "chance %", *(f"{LABELS[a]} %" for a in arms)]
+    accuracy_header = ["question type", "chance %", *(f"{arm_label(a)} %" for a in arms)]
     sections = [
         "# coat-pipe quickstart --confirm: the registered analysis",
         f"Generated by `coat-pipe quickstart --confirm --out {q.out}` from the files under `{q.out}` (do not "
@@ -235,9 +312,9 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         + (f"every {train.eval_every} steps and " if train.eval_every else "")
         + f"at the end of every run; chance {100 * r.val_chance:.1f} %. Final "
         "validation accuracy, mean ± sd over seeds: "
-        + ", ".join(f"{LABELS[a]} {mean_sd([c[-1][1] for c in r.curves[a] if c], 100)} %" for a in arms)
+        + ", ".join(f"{arm_label(a)} {mean_sd([c[-1][1] for c in r.curves[a] if c], 100)} %" for a in arms)
         + ". Training LM loss over the last tenth of the steps (per answer token): "
-        + ", ".join(f"{LABELS[a]} {statistics.mean(r.lm_end[a]):.3f}" for a in arms)
+        + ", ".join(f"{arm_label(a)} {statistics.mean(r.lm_end[a]):.3f}" for a in arms)
         + ".",
         "![validation accuracy](report/validation.png)",
         "## Test accuracy by question type",
@@ -251,6 +328,7 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         "types in brackets); *McNemar p*: discordant items of all seeds pooled, conditional on these trained "
         "models (descriptive only).",
         markdown_table(CONTRAST_HEADER, contrast_rows(r)),
+        *dose_section(r, cfg, figures),
         "## Setup",
         f"Every arm: the tiny Qwen2-Audio twin, LoRA rank {train.model.lora_rank} on the language model, the "
         f"projector trained ({train.model.train_projector}), the audio encoder {train.model.train_audio_encoder}, "
@@ -258,7 +336,8 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         f"{cfg.train_clips} training clips (synth seed 0) of {', '.join(cfg.tasks)}. Baseline: no block; control: "
         f"K = {train.model.think_tokens} block and heads, λ = 0; CoAT: λ = {train.model.distill_weight} on "
         f"{', '.join(train.experts)}; oracle: the control plus a learned linear map of the clip's true slot "
-        "targets added to the block's input embeddings, in training and at test.",
+        "targets added to the block's input embeddings, in training and at test"
+        + (f"; CoAT λ=…: CoAT at λ {', '.join(f'{w:g}' for w in cfg.doses)}." if cfg.doses else "."),
         twin_line(q),
         *closing_sections(q, timings),
     ]

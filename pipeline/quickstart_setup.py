@@ -26,6 +26,26 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 VARIANTS = ("coat", "base", "control")  # the demonstration's arms
 LABELS = {"coat": "CoAT", "base": "baseline", "control": "control", "oracle": "oracle"}
+DOSE_PREFIX = "coat-lambda"  # a dose arm: CoAT with another λ (the fifth registration's dose-response)
+
+
+def dose_arm(weight: float) -> str:
+    """The arm name of CoAT at λ = `weight`: coat-lambda0.3."""
+    return f"{DOSE_PREFIX}{weight:g}"
+
+
+def arm_settings(arm: str) -> dict[str, Any]:
+    """The TrainConfig settings that make `arm` what it is (its `coat-pipe train --sweep` entry, less name/seed)."""
+    if arm.startswith(DOSE_PREFIX):
+        return {"model": {"distill_weight": float(arm.removeprefix(DOSE_PREFIX))}}
+    return ARMS[arm]
+
+
+def arm_label(arm: str) -> str:
+    if arm.startswith(DOSE_PREFIX):
+        return f"CoAT λ={arm.removeprefix(DOSE_PREFIX)}"
+    return LABELS[arm]
+
 
 # TrainConfig settings of every run; corpus, out, seed, --no-think and the model's path come per run.
 # Why these values: docs/EXPERIMENTS.md.
@@ -132,6 +152,7 @@ CONFIRM_TRAIN: dict[str, Any] = merge_settings(
     },
 )
 SPLIT_SEEDS = {"train": 0, "validation": 2, "test": 7}  # synth seeds: no clip of one split is in another
+DOSES = (0.3, 3.0)  # the fifth registration's λ arms beside the control (λ = 0) and CoAT (λ = 1)
 
 
 class ConfirmConfig(QuickstartConfig):
@@ -143,6 +164,8 @@ class ConfirmConfig(QuickstartConfig):
     validation_clips: int = Field(default=300, ge=12)
     heldout_clips: int = Field(default=1200, ge=12)  # the test split, scored once per run
     tasks: tuple[str, ...] = TARGET_TASKS
+    # Extra CoAT arms at these λ (`--doses 0.3,3`: the fifth registration); none in the fourth's design.
+    doses: tuple[float, ...] = ()
     train: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(CONFIRM_TRAIN))
 
     @classmethod
@@ -156,6 +179,14 @@ class ConfirmConfig(QuickstartConfig):
 
         return check_tasks(value)
 
+    @model_validator(mode="after")
+    def _new_doses(self) -> ConfirmConfig:
+        coat = self.training.model.distill_weight
+        if any(w <= 0 or w == coat for w in self.doses) or len(set(self.doses)) != len(self.doses):
+            doses = ",".join(f"{w:g}" for w in self.doses)
+            raise ValueError(f"doses {doses}: distinct λ > 0 other than CoAT's {coat:g} (λ = 0 is the control)")
+        return self
+
     @property
     def arms(self) -> tuple[str, ...]:
-        return CONFIRM_ARMS
+        return CONFIRM_ARMS + tuple(dose_arm(w) for w in self.doses)

@@ -9,6 +9,15 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.errors import user_errors
+from store_schema.errors import UserError
+
+
+def parse_doses(text: str) -> list[float]:
+    """'0.3,3' -> [0.3, 3.0]; UserError naming what is not a number."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--doses {text!r}: comma-separated numbers, e.g. 0.3,3") from None
 
 
 @app.command()
@@ -37,6 +46,14 @@ def quickstart(
             "resumes like the default. --out defaults to quickstart-confirm.",
         ),
     ] = False,
+    doses: Annotated[
+        str | None,
+        typer.Option(
+            help="With --confirm: more CoAT arms at these λ, comma-separated (the fifth registration's "
+            "dose-response: 0.3,3). Given to a finished --confirm folder, only the new arms train and are scored; "
+            "the control (λ = 0) and CoAT (λ = 1) runs are reused.",
+        ),
+    ] = None,
 ) -> None:
     """The whole method on this machine, no GPU, no download: does the thinking block help?
 
@@ -64,7 +81,11 @@ def quickstart(
 
     overrides: dict[str, Any] = {"seeds": seeds, "train_clips": train_clips, "heldout_clips": heldout_clips}
     overrides["train"] = {"steps": steps}
+    if doses is not None and not confirm:
+        raise UserError("--doses adds λ arms to the confirmatory design: give it with --confirm")
     if confirm:
+        if doses is not None:
+            overrides["doses"] = parse_doses(doses)
         out = out_dir if out_dir != Path("quickstart") else Path("quickstart-confirm")
         run_confirm(out, load_config(ConfirmConfig, config, overrides))
     else:

@@ -1,5 +1,5 @@
-"""`coat-pipe quickstart --confirm`: the fourth pre-registered experiment (docs/EXPERIMENTS.md), the powered design
-the default quickstart only demonstrates.
+"""`coat-pipe quickstart --confirm`: a pre-registered experiment (docs/EXPERIMENTS.md: the fourth, `--design fourth`;
+the sixth, the default), the powered design the default quickstart only demonstrates.
 
     DIR/data/{train,validation,test}   synth corpora of the target-carried question types, three seeds
     DIR/runs/{base,control,coat,oracle}-seedN   `coat-pipe train` runs, each scored on the validation split
@@ -41,8 +41,8 @@ class Confirm(Quickstart):
         def others(settings: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in settings.items() if k != "doses"}
 
-        added = set(held.get("doses") or []) <= set(wanted.get("doses") or [])
-        return others(held) == others(wanted) and added
+        held = self.read_back(held)
+        return others(held) == others(wanted) and set(held["doses"]) <= set(wanted["doses"])
 
     def splits(self) -> list[tuple[Path, int, int, str]]:
         cfg = self.cfg
@@ -55,6 +55,12 @@ class Confirm(Quickstart):
     @property
     def tasks(self) -> tuple[str, ...]:
         return self.cfg.tasks
+
+    @property
+    def seconds_range(self) -> tuple[float, float]:
+        """Every clip `clip_seconds` long when set (then "half" of a clip is the same span in every clip)."""
+        length = self.cfg.clip_seconds
+        return super().seconds_range if length is None else (length, length)
 
     def shared_settings(self) -> dict[str, Any]:
         """The quickstart's, with the validation split scored at the end of every run."""

@@ -152,6 +152,28 @@ def contrast_rows(r: ConfirmResults) -> list[tuple[str, ...]]:
     return rows
 
 
+def learns_rows(r: ConfirmResults, arm: str = "base") -> list[tuple[str, ...]]:
+    """Per question type: the arm's test accuracy above the type's chance, mean over seeds, and the exact
+    sign-flip p of the per-seed differences (does it learn the type? descriptive, the sixth registration)."""
+    rows = []
+    for task in r.tasks:
+        above = [100 * (seed[task] - r.chance[task]) for seed in r.accuracy[arm]]
+        p = f"{sign_flip_p(above):.3g}" if r.seeds > 1 else "—"
+        rows.append(
+            (
+                task,
+                f"{100 * r.chance[task]:.1f}",
+                mean_sd([s[task] for s in r.accuracy[arm]], 100),
+                f"{np.mean(above):+.1f}",
+                p,
+            )
+        )
+    return rows
+
+
+LEARNS_HEADER = ["question type", "chance %", "baseline %", "above chance, points", "p seeds"]
+
+
 # --- the fifth registration's λ dose-response (secondary; only when the design has --doses arms) ---------
 def dose_arms(cfg: ConfirmConfig) -> dict[float, str]:
     """λ -> arm, in λ order: the control (0), CoAT (its λ) and every --doses arm."""
@@ -322,6 +344,9 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         "the question type's answers). Mean ± sd over seeds; chance is always giving the most common answer.",
         markdown_table(accuracy_header, accuracy_rows(r, arms)),
         "![test accuracy](report/test_accuracy.png)",
+        "Does the baseline learn each type? Its test accuracy above the type's chance; p: the exact sign-flip "
+        "test over the seeds' differences from chance (descriptive).",
+        markdown_table(LEARNS_HEADER, learns_rows(r)),
         "## Contrasts",
         "Paired by item and seed. Δ [95 % bootstrap interval, resampling seeds and items]; *p seeds*: the exact "
         "sign-flip test over the per-seed differences, seeds as the unit (Holm-adjusted over the question "
@@ -333,7 +358,9 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         f"Every arm: the tiny Qwen2-Audio twin, LoRA rank {train.model.lora_rank} on the language model, the "
         f"projector trained ({train.model.train_projector}), the audio encoder {train.model.train_audio_encoder}, "
         f"{train.steps} steps of {cfg.ranks} DeepSpeed ZeRO-2 CPU ranks × {train.batch_size} clips, lr {train.lr}; "
-        f"{cfg.train_clips} training clips (synth seed 0) of {', '.join(cfg.tasks)}. Baseline: no block; control: "
+        f"{cfg.train_clips} training clips (synth seed 0) of {', '.join(cfg.tasks)}"
+        + (f", every clip of every split {cfg.clip_seconds:g} s long" if cfg.clip_seconds else "")
+        + f", the twin's window {cfg.window_s} s. Baseline: no block; control: "
         f"K = {train.model.think_tokens} block and heads, λ = 0; CoAT: λ = {train.model.distill_weight} on "
         f"{', '.join(train.experts)}; oracle: the control plus a learned linear map of the clip's true slot "
         "targets added to the block's input embeddings, in training and at test"

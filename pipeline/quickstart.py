@@ -57,7 +57,14 @@ class Quickstart(QuickstartLayout):
 
     def same_design(self, held: dict[str, Any], wanted: dict[str, Any]) -> bool:
         """Whether DIR's settings (`held`) are the ones asked for: equal, for the demonstration."""
-        return held == wanted
+        return self.read_back(held) == wanted
+
+    def read_back(self, held: dict[str, Any]) -> dict[str, Any]:
+        """DIR's settings as this version reads them: a field added since DIR was made takes its default."""
+        try:
+            return config_dict(type(self.cfg).model_validate(held))
+        except ValueError:  # settings this version refuses are not the ones asked for
+            return held
 
     def phases(self) -> list[tuple[str, Callable[[], None]]]:
         return [
@@ -90,18 +97,26 @@ class Quickstart(QuickstartLayout):
 
         return QUESTION_TYPES
 
+    @property
+    def seconds_range(self) -> tuple[float, float]:
+        """Shortest and longest clip of every corpus: synth's default, 1-8 s."""
+        from stages.lab.synth import DEFAULT_SECONDS
+
+        return DEFAULT_SECONDS
+
     def synth(self) -> None:
         from stages.lab.synth import synth_recipe, write_synth_corpus
         from store_schema.corpus import read_corpus
 
+        options = {"seconds_range": self.seconds_range, "tasks": self.tasks}
         for folder, clips, seed, name in self.splits():
             shard_size = -(-clips // 3)
             if (folder / "corpus.json").is_file():
-                if read_corpus(folder).created_by == synth_recipe(clips, seed, shard_size, name, tasks=self.tasks):
+                if read_corpus(folder).created_by == synth_recipe(clips, seed, shard_size, name, **options):
                     console.print(f"  {folder}: already made")
                     continue
                 raise UserError(f"{folder} holds another corpus; remove it or choose another --out")
-            write_synth_corpus(folder, clips, seed, shard_size, name, tasks=self.tasks)
+            write_synth_corpus(folder, clips, seed, shard_size, name, **options)
 
     def extract(self) -> None:
         from stages.extract.config import ExtractConfig

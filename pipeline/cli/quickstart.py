@@ -40,12 +40,20 @@ def quickstart(
         bool,
         typer.Option(
             "--confirm",
-            help="The pre-registered, powered design instead (docs/EXPERIMENTS.md, fourth registration): train, "
+            help="A pre-registered, powered design instead (docs/EXPERIMENTS.md; --design picks which): train, "
             "validation and test splits of pitch_level, pitch_direction and louder_half; 6 seeds of baseline, "
-            "control, CoAT and oracle; likelihood scoring of 1200 test clips. About 45 minutes on 2 cores; "
+            "control, CoAT and oracle; likelihood scoring of 1200 test clips. About 55 minutes on 2 cores; "
             "resumes like the default. --out defaults to quickstart-confirm.",
         ),
     ] = False,
+    design: Annotated[
+        str,
+        typer.Option(
+            help="With --confirm: which registered design (docs/EXPERIMENTS.md). sixth: every clip 4 s, a twin "
+            "with a 4 s window, the whole audio encoder trained, 500 steps; fourth: 1-8 s clips, the encoder's "
+            "LoRA, 400 steps (its result is reported).",
+        ),
+    ] = "sixth",
     doses: Annotated[
         str | None,
         typer.Option(
@@ -76,17 +84,19 @@ def quickstart(
     """
     from pipeline.confirm import run_confirm
     from pipeline.quickstart import run_quickstart
-    from pipeline.quickstart_setup import ConfirmConfig, QuickstartConfig
+    from pipeline.quickstart_setup import DESIGNS, QuickstartConfig
     from stages.config_files import load_config
 
     overrides: dict[str, Any] = {"seeds": seeds, "train_clips": train_clips, "heldout_clips": heldout_clips}
     overrides["train"] = {"steps": steps}
-    if doses is not None and not confirm:
-        raise UserError("--doses adds λ arms to the confirmatory design: give it with --confirm")
+    if (doses is not None or design != "sixth") and not confirm:
+        raise UserError("--doses and --design choose within the confirmatory design: give them with --confirm")
+    if design not in DESIGNS:
+        raise UserError(f"--design {design!r}: one of {', '.join(DESIGNS)}")
     if confirm:
         if doses is not None:
             overrides["doses"] = parse_doses(doses)
         out = out_dir if out_dir != Path("quickstart") else Path("quickstart-confirm")
-        run_confirm(out, load_config(ConfirmConfig, config, overrides))
+        run_confirm(out, load_config(DESIGNS[design], config, overrides))
     else:
         run_quickstart(out_dir, load_config(QuickstartConfig, config, overrides))

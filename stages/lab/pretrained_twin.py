@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.optim.lr_scheduler import LambdaLR
 
 from stages.file_manifest import cached_folder
-from stages.lab.synth import SynthClip, make_clip
+from stages.lab.synth import DEFAULT_SECONDS, SynthClip, make_clip
 from stages.progress import console, training_progress
 from stages.train.backbones import BACKBONES, tiny_cache
 from stages.train.batch import CoatSample, make_batch
@@ -46,6 +46,8 @@ class TwinRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window_s: int = 10  # the random twin's audio window (synth clips are at most 8 s)
+    # The pretraining clips last 1 s to this (None: synth's default, 8 s); at most window_s.
+    longest_clip_s: float | None = Field(default=None, ge=1.0)
     twin_seed: int = 0  # the random twin's init, and the pretraining's data order
     corpus_seed: int = 101  # synth seed of the pretraining clips (the quickstart's corpora use 0 and 1)
     train_clips: int = Field(default=1200, ge=8)
@@ -55,8 +57,23 @@ class TwinRecipe(BaseModel):
     lr: float = 1e-3  # full fine-tune of a 64-wide model: far above a 7B model's rate
     warmup_steps: int = 20
 
+    @model_validator(mode="after")
+    def _clips_fit_the_window(self) -> TwinRecipe:
+        if self.seconds_range[1] > self.window_s:
+            raise ValueError(
+                f"pretraining clips of up to {self.seconds_range[1]:g} s exceed the {self.window_s} s window"
+            )
+        return self
+
+    @property
+    def seconds_range(self) -> tuple[float, float]:
+        return DEFAULT_SECONDS if self.longest_clip_s is None else (DEFAULT_SECONDS[0], self.longest_clip_s)
+
     def key(self) -> str:
-        text = json.dumps(self.model_dump() | {"version": RECIPE_VERSION}, sort_keys=True)
+        fields = self.model_dump()
+        if self.longest_clip_s is None:  # a field added later: recipes without it keep their cached folders
+            del fields["longest_clip_s"]
+        text = json.dumps(fields | {"version": RECIPE_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -66,8 +83,8 @@ def describe(clip: SynthClip) -> str:
     return f"{', '.join(kinds)}; {max(1, round(clip.seconds))} s"
 
 
-def describe_sample(seed: int, index: int) -> CoatSample:
-    clip = make_clip(seed, index)
+def describe_sample(seed: int, index: int, seconds_range: tuple[float, float] = DEFAULT_SECONDS) -> CoatSample:
+    clip = make_clip(seed, index, seconds_range)
     return CoatSample(clip.key, clip.wave, QUESTION, describe(clip))
 
 
@@ -104,7 +121,13 @@ def build_pretrained_twin(recipe: TwinRecipe, out: Path, progress: bool = True) 
             if len(order) < recipe.batch_size:  # a fresh permutation of the clips per epoch
                 order += rng.permutation(recipe.train_clips).tolist()
             picked, order = order[: recipe.batch_size], order[recipe.batch_size :]
-            batch = make_batch([describe_sample(recipe.corpus_seed, i) for i in picked], backbone, processor, None, {})
+            batch = make_batch(
+                [describe_sample(recipe.corpus_seed, i, recipe.seconds_range) for i in picked],
+                backbone,
+                processor,
+                None,
+                {},
+            )
             loss = model(**batch.inputs, labels=batch.labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -143,7 +166,7 @@ def score_describe(model: Any, processor: Any, recipe: TwinRecipe) -> dict[str, 
     exact = kinds = length = 0
     indices = range(recipe.train_clips, recipe.train_clips + recipe.heldout_clips)
     for start in range(0, len(indices), 16):
-        samples = [describe_sample(recipe.corpus_seed, i) for i in indices[start : start + 16]]
+        samples = [describe_sample(recipe.corpus_seed, i, recipe.seconds_range) for i in indices[start : start + 16]]
         said = answer(asking, [s.wave for s in samples], [s.question for s in samples], max_new_tokens=16)
         for sample, reply in zip(samples, said, strict=True):
             got, want = reply.text.partition(";"), sample.answer.partition(";")

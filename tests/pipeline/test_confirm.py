@@ -1,6 +1,7 @@
-"""A reduced `coat-pipe quickstart --confirm` end to end (one seed, a few steps, 2 DeepSpeed CPU ranks): three
-disjoint splits, four arms that differ only in their arm settings, validation while training, likelihood
-scoring of the test split, a report read from those files, and resuming after a stop."""
+"""A reduced `coat-pipe quickstart --confirm` (the sixth design, the default) end to end (one seed, a few
+steps, 2 DeepSpeed CPU ranks): three disjoint splits, four arms that differ only in their arm settings,
+validation while training, likelihood scoring of the test split, a report read from those files, and
+resuming after a stop."""
 
 import json
 import subprocess
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.slow  # one reduced confirmatory run (DeepSpeed, 2 rank
 
 def confirm(out: Path) -> list[str]:
     path = out.parent / "confirm-settings.yaml"
-    path.write_text(yaml.safe_dump(TWIN | {"validation_clips": 12, "train": {"eval_every": 8, "save_every": 8}}))
+    twin = {"twin": TWIN["twin"] | {"window_s": 4, "longest_clip_s": 4.0}}  # the sixth design's 4 s window
+    path.write_text(yaml.safe_dump(twin | {"validation_clips": 12, "train": {"eval_every": 8, "save_every": 8}}))
     return [str(COAT_PIPE), "quickstart", "--confirm", "--out", str(out), *REDUCED, "--config", str(path)]
 
 

@@ -8,6 +8,7 @@ from scipy.stats import linregress, permutation_test
 from pipeline.confirm import Confirm
 from pipeline.confirm_report import ALL, ConfirmResults, dose_arms, dose_slopes, dose_verdict
 from pipeline.quickstart_setup import ConfirmConfig, arm_settings, dose_arm
+from stages.config_files import config_dict, dump_yaml
 from store_schema.errors import UserError
 
 
@@ -24,7 +25,10 @@ def test_dose_arms_train_coat_at_their_own_lambda_and_nothing_else():
 
 
 def test_a_finished_folder_takes_added_doses_but_no_other_change(tmp_path):
-    Confirm(tmp_path, ConfirmConfig()).check_settings()  # the fourth's folder
+    fourth = config_dict(ConfirmConfig())
+    del fourth["doses"], fourth["clip_seconds"]  # the fourth's folder was made before these fields existed
+    (tmp_path / "quickstart.yaml").write_text(dump_yaml(fourth))
+    Confirm(tmp_path, ConfirmConfig()).check_settings()
     Confirm(tmp_path, ConfirmConfig(doses=(0.3, 3.0))).check_settings()  # the fifth adds its arms to it
     Confirm(tmp_path, ConfirmConfig(doses=(3.0, 0.3, 2.0))).check_settings()  # more still
     with pytest.raises(UserError, match="other settings"):
@@ -64,3 +68,19 @@ def test_a_dose_effect_in_every_seed_is_found_and_none_is_not():
     assert "dose-dependent, accuracy rises with λ" in dose_verdict(slopes)
     flat = {arm: list(0.5 + noise[i]) for i, arm in enumerate(weights.values())}
     assert "no detectable trend" in dose_verdict(dose_slopes(results(flat), weights))
+
+
+def test_whether_the_baseline_learns_a_type_is_its_seeds_above_chance_tested_by_sign_flips():
+    """The sixth registration's descriptive check (in this file for its shared helper: per-seed results)."""
+    from pipeline.confirm_report import learns_rows
+
+    rng = np.random.default_rng(5)
+    accuracy = {"base": [{"louder_half": a, ALL: a} for a in rng.uniform(0.45, 0.65, 6)]}
+    r = ConfirmResults(6, ["louder_half", ALL], {"louder_half": 0.52, ALL: 0.47}, 0.5, accuracy, {}, {}, {})
+    task, chance, _, above, p = learns_rows(r)[0]
+    differences = [100 * (s["louder_half"] - 0.52) for s in accuracy["base"]]
+    exact = permutation_test(
+        (np.array(differences),), np.mean, permutation_type="samples", n_resamples=np.inf, alternative="two-sided"
+    )
+    assert (task, chance, above) == ("louder_half", "52.0", f"{np.mean(differences):+.1f}")
+    assert float(p) == pytest.approx(exact.pvalue, rel=1e-2)

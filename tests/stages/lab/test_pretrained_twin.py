@@ -1,5 +1,6 @@
 """The pretrained twin: its task's answers, a full fine-tune that changes every part, the recipe's cache."""
 
+import hashlib
 import json
 
 import pytest
@@ -30,6 +31,21 @@ def test_a_description_names_the_kinds_in_order_of_appearance_and_the_whole_seco
 def test_recipes_name_their_own_folders():
     assert twin_folder(SMALL) == twin_folder(TwinRecipe(**SMALL.model_dump()))
     assert twin_folder(SMALL) != twin_folder(SMALL.model_copy(update={"steps": 13}))
+
+
+def test_a_short_window_twin_pretrains_on_clips_that_fit_it_and_old_recipes_keep_their_folders():
+    """A 4 s window (clips of at most 4 s: the sixth registration's) needs pretraining clips of at most 4 s; a
+    recipe that does not set the clip length keeps the folder name it had before the field existed."""
+    from stages.lab.pretrained_twin import RECIPE_VERSION, describe_sample
+
+    short = TwinRecipe(window_s=4, longest_clip_s=4.0)
+    assert short.seconds_range == (1.0, 4.0)
+    assert max(len(describe_sample(101, i, short.seconds_range).wave) for i in range(40)) <= 4 * 16000
+    with pytest.raises(ValueError, match="exceed the 4 s window"):
+        TwinRecipe(window_s=4)  # synth's 1-8 s clips would be cut by the window
+    fields = {k: v for k, v in TwinRecipe().model_dump().items() if k != "longest_clip_s"}
+    before = hashlib.sha256(json.dumps(fields | {"version": RECIPE_VERSION}, sort_keys=True).encode()).hexdigest()
+    assert TwinRecipe().key() == before[:12] and short.key() != TwinRecipe(window_s=4, longest_clip_s=3.0).key()
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:

@@ -42,7 +42,7 @@ def quickstart(
             "--confirm",
             help="A pre-registered, powered design instead (docs/EXPERIMENTS.md; --design picks which): train, "
             "validation and test splits of pitch_level, pitch_direction and louder_half; 6 seeds of baseline, "
-            "control, CoAT and oracle; likelihood scoring of 1200 test clips. About 55 minutes on 2 cores; "
+            "control, CoAT and oracle; likelihood scoring of 1200 test clips. About 46 minutes on 2 cores; "
             "resumes like the default. --out defaults to quickstart-confirm.",
         ),
     ] = False,
@@ -76,9 +76,10 @@ def quickstart(
     pretrained once), 10-11 after. Run it again to resume; Ctrl-C checkpoints
     the training first.
 
-    --confirm runs the pre-registered confirmatory design instead (splits, 6
+    --confirm runs a pre-registered confirmatory design instead (splits, 6
     seeds, an oracle arm as positive control; its report gives a CoAT verdict
-    only if the oracle beats the control).
+    only if the oracle beats the control). --design picks which (sixth, the
+    default, or fourth); --doses adds CoAT arms at other λ to a finished one.
 
     Example: [bold]coat-pipe quickstart --out quickstart --seeds 3[/]
     """

@@ -182,7 +182,9 @@ class ConfirmConfig(QuickstartConfig):
 
     @model_validator(mode="after")
     def _clips_fit_the_window(self) -> ConfirmConfig:
-        longest = 8.0 if self.clip_seconds is None else self.clip_seconds
+        from stages.lab.synth import DEFAULT_SECONDS
+
+        longest = DEFAULT_SECONDS[1] if self.clip_seconds is None else self.clip_seconds
         if longest > self.window_s:
             raise ValueError(f"clips of up to {longest:g} s do not fit the twin's {self.window_s} s window")
         return self

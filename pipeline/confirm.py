@@ -28,7 +28,7 @@ class Confirm(Quickstart):
         cfg = self.cfg
         return [
             ("synth the train, validation and test splits", self.synth),
-            (f"extract {','.join(cfg.training.experts)} into the three stores", self.extract),
+            (f"extract {','.join(cfg.extracted)} into the three stores", self.extract),
             ("pretrain the tiny Qwen2-Audio twin (once per machine)", self.build_model),
             (f"train {', '.join(cfg.arms)}: {cfg.seeds} seed(s), {cfg.ranks} ranks, then validation", self.train),
             ("score every run on the test split (likelihood)", self.evaluate),

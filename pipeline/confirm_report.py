@@ -29,15 +29,12 @@ from pipeline.quickstart_report import (
     numerics,
     twin_line,
 )
-from pipeline.quickstart_setup import ConfirmConfig, QuickstartLayout, arm_label, dose_arm
+from pipeline.quickstart_setup import PITCH_CLASS_EXPERTS, ConfirmConfig, QuickstartLayout, arm_label, dose_arm
 from stages.evaluate.paired import PairedDelta, compare_arms, read_verdicts
 from stages.evaluate.seed_stats import holm, minimum_detectable_effect, sign_flip_p
 from stages.progress import print_table
 
 ALPHA = 0.05
-GATE = ("control", "oracle")  # oracle − control: can the block carry the targets into answers here?
-PRIMARY = ("control", "coat")  # CoAT − control: the supervision alone
-CONTRASTS = (GATE, PRIMARY, ("base", "coat"), ("base", "control"))
 
 
 @dataclass
@@ -50,6 +47,8 @@ class ConfirmResults:
     contrasts: dict[tuple[str, str], dict[str, PairedDelta]]  # (a, b) -> row -> b − a
     curves: dict[str, list[list[tuple[int, float]]]]  # arm -> per seed: (step, validation accuracy)
     lm_end: dict[str, list[float]]  # arm -> per seed: mean LM loss over the last tenth of training
+    gate: tuple[str, str] = ConfirmConfig.gate  # the design's registered contrasts, (a, b) for b − a
+    primary: tuple[str, str] = ConfirmConfig.primary
 
 
 def majority_share(references: list[tuple[str, str]]) -> dict[str, float]:
@@ -85,11 +84,12 @@ def read_confirm(q: QuickstartLayout, resamples: int = 10_000) -> ConfirmResults
             lm_end[arm].append(float(np.mean(train[-max(1, len(train) // 10) :])))
     verdicts = {a: [read_verdicts(q.runs / f"{a}-seed{s}" / "eval", "generate") for s in range(seeds)] for a in arms}
     contrasts = {}
-    for a, b in CONTRASTS:
+    for a, b in q.cfg.contrasts:
         rows = compare_arms(verdicts[a], verdicts[b], resamples)
         contrasts[a, b] = {ALL if r.row == "overall" else r.row.removeprefix("task: "): r for r in rows}
     tasks = [*sorted(t for t in accuracy[arms[0]][0] if t != ALL), ALL]
-    return ConfirmResults(seeds, tasks, chance, val_chance, accuracy, contrasts, curves, lm_end)
+    gate, primary = q.cfg.gate, q.cfg.primary
+    return ConfirmResults(seeds, tasks, chance, val_chance, accuracy, contrasts, curves, lm_end, gate, primary)
 
 
 def significant_gain(d: PairedDelta) -> bool:
@@ -98,32 +98,37 @@ def significant_gain(d: PairedDelta) -> bool:
 
 def verdict(r: ConfirmResults) -> list[str]:
     """The registered decision, in sentences: the gate first; the CoAT verdict only when the gate passes."""
-    gate, primary = r.contrasts[GATE][ALL], r.contrasts[PRIMARY][ALL]
+    gate, primary = r.contrasts[r.gate][ALL], r.contrasts[r.primary][ALL]
     mde = 100 * minimum_detectable_effect(primary.components, r.seeds, primary.items) if primary.components else None
+    oracle, control = arm_label(r.gate[1]), arm_label(r.gate[0])
     lines = [
-        f"Positive control: oracle − control on all {gate.items} test items {delta_cell(gate)} points, "
+        f"Positive control: {oracle} − {control} on all {gate.items} test items {delta_cell(gate)} points, "
         f"sign-flip p over {r.seeds} seeds {_p(gate)}."
     ]
     if not significant_gain(gate):
         lines.append(
-            "The oracle does not beat the control: in this miniature even the true targets at the block do not "
-            "reach the answers measurably, so it cannot show CoAT's effect. No CoAT verdict is given."
+            f"The {oracle} does not beat the {control}: in this miniature even the true targets at the block do "
+            "not reach the answers measurably, so it cannot show CoAT's effect. No CoAT verdict is given."
         )
         return lines
-    lines.append("The oracle beats the control: the block can carry the targets' information into the answers here.")
+    lines.append(
+        f"The {oracle} beats the {control}: the block can carry the targets' information into the answers here."
+    )
     direction = "better than" if primary.delta > 0 else "worse than"
     found = primary.p_seeds is not None and primary.p_seeds < ALPHA
+    b, a = arm_label(r.primary[1]), arm_label(r.primary[0])
     lines.append(
-        f"Primary (CoAT − control, all test items): {delta_cell(primary)} points, sign-flip p {_p(primary)}; "
+        f"Primary ({b} − {a}, all test items): {delta_cell(primary)} points, sign-flip p {_p(primary)}; "
         + (
-            f"CoAT is {direction} the control at the 5 % level."
+            f"{b} is {direction} {a} at the 5 % level."
             if found
             else f"no detectable difference at the 5 % level (this design detects |Δ| ≥ {mde:.1f} points "
             "with 80 % power, from its observed variance components)."
         )
     )
-    share = (primary.delta / gate.delta) if gate.delta > 0 else float("nan")
-    lines.append(f"CoAT recovers {100 * share:.0f} % of the oracle's gain over the control (point estimates).")
+    if r.primary[0] == r.gate[0]:  # both against the control: how much of the bound the supervision reaches
+        share = (primary.delta / gate.delta) if gate.delta > 0 else float("nan")
+        lines.append(f"{b} recovers {100 * share:.0f} % of the {oracle}'s gain over the {control} (point estimates).")
     return lines
 
 
@@ -142,7 +147,7 @@ def contrast_rows(r: ConfirmResults) -> list[tuple[str, ...]]:
     """(contrast, question type, Δ [interval], p seeds (Holm over the types), McNemar p)."""
     types = [t for t in r.tasks if t != ALL]
     rows = []
-    for a, b in CONTRASTS:
+    for a, b in r.contrasts:
         table = r.contrasts[a, b]
         adjusted = dict(zip(types, holm([1.0 if table[t].p_seeds is None else table[t].p_seeds for t in types])))
         for task in r.tasks:
@@ -308,6 +313,22 @@ def test_accuracy_png(r: ConfirmResults, arms: tuple[str, ...], path: Path) -> P
     return saved(fig, ax, path)
 
 
+def arm_descriptions(cfg: ConfirmConfig) -> dict[str, str]:
+    """What each arm is, in a few words, for the report's setup."""
+    model = cfg.training.model
+    oracle = "a learned linear map of the clip's true slot targets{} added to the block's input embeddings"
+    pc_targets = f" ({', '.join(PITCH_CLASS_EXPERTS)})"
+    return {
+        "base": "no block",
+        "control": f"K = {model.think_tokens} block and heads, λ = 0",
+        "coat": f"λ = {model.distill_weight} on {', '.join(cfg.training.experts)}",
+        "oracle": f"the control plus {oracle.format('')}, in training and at test",
+        "coat-pc": f"λ = {model.distill_weight} on {', '.join(PITCH_CLASS_EXPERTS)} (pitch-class: the pitch "
+        "expert's cents and voicing plus the sine and cosine of 2π · (cents mod 1200) / 1200)",
+        "oracle-pc": f"the control plus {oracle.format(pc_targets)}, in training and at test",
+    }
+
+
 CONTRAST_HEADER = ["contrast", "question type", "Δ points [95 % interval]", "p seeds (Holm)", "McNemar p"]
 
 
@@ -344,9 +365,15 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         "the question type's answers). Mean ± sd over seeds; chance is always giving the most common answer.",
         markdown_table(accuracy_header, accuracy_rows(r, arms)),
         "![test accuracy](report/test_accuracy.png)",
-        "Does the baseline learn each type? Its test accuracy above the type's chance; p: the exact sign-flip "
-        "test over the seeds' differences from chance (descriptive).",
-        markdown_table(LEARNS_HEADER, learns_rows(r)),
+        *(
+            [
+                "Does the baseline learn each type? Its test accuracy above the type's chance; p: the exact "
+                "sign-flip test over the seeds' differences from chance (descriptive).",
+                markdown_table(LEARNS_HEADER, learns_rows(r)),
+            ]
+            if "base" in arms
+            else []
+        ),
         "## Contrasts",
         "Paired by item and seed. Δ [95 % bootstrap interval, resampling seeds and items]; *p seeds*: the exact "
         "sign-flip test over the per-seed differences, seeds as the unit (Holm-adjusted over the question "
@@ -360,10 +387,8 @@ def write_confirm_report(q: QuickstartLayout, r: ConfirmResults, timings: dict[s
         f"{train.steps} steps of {cfg.ranks} DeepSpeed ZeRO-2 CPU ranks × {train.batch_size} clips, lr {train.lr}; "
         f"{cfg.train_clips} training clips (synth seed 0) of {', '.join(cfg.tasks)}"
         + (f", every clip of every split {cfg.clip_seconds:g} s long" if cfg.clip_seconds else "")
-        + f", the twin's window {cfg.window_s} s. Baseline: no block; control: "
-        f"K = {train.model.think_tokens} block and heads, λ = 0; CoAT: λ = {train.model.distill_weight} on "
-        f"{', '.join(train.experts)}; oracle: the control plus a learned linear map of the clip's true slot "
-        "targets added to the block's input embeddings, in training and at test"
+        + f", the twin's window {cfg.window_s} s. "
+        + "; ".join(f"{arm_label(a)}: {what}" for a, what in arm_descriptions(cfg).items() if a in arms)
         + (f"; CoAT λ=…: CoAT at λ {', '.join(f'{w:g}' for w in cfg.doses)}." if cfg.doses else "."),
         twin_line(q),
         *closing_sections(q, timings),

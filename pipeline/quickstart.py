@@ -69,7 +69,7 @@ class Quickstart(QuickstartLayout):
     def phases(self) -> list[tuple[str, Callable[[], None]]]:
         return [
             ("synth the train and held-out corpora", self.synth),
-            (f"extract {','.join(self.cfg.training.experts)} into both stores", self.extract),
+            (f"extract {','.join(self.cfg.extracted)} into both stores", self.extract),
             (
                 "pretrain the tiny Qwen2-Audio twin (once per machine)" if self.cfg.twin else "build the tiny twin",
                 self.build_model,
@@ -123,7 +123,7 @@ class Quickstart(QuickstartLayout):
         from stages.extract.runner import run_extract
 
         for corpus, *_ in self.splits():
-            run_extract(ExtractConfig(corpus=corpus, experts=self.cfg.training.experts, num_workers=1))
+            run_extract(ExtractConfig(corpus=corpus, experts=self.cfg.extracted, num_workers=1))
 
     def build_model(self) -> None:
         from stages.lab.pretrained_twin import pretrained_twin

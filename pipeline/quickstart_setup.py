@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,15 +17,26 @@ from stages.train.config import TrainConfig
 # difference from CoAT is the supervision's. All three share the LoRA initialisation, data order and steps
 # of their seed (CoAT and the control also the block rows and heads).
 # oracle (the confirmatory design's positive control): the control's block, given the clips' true targets
-# at its input (stages/train/oracle.py).
+# at its input (stages/train/oracle.py). coat-pc, oracle-pc (the fifth registration's pitch-class target):
+# CoAT and the oracle with `pitch-class` (pitch plus the sine and cosine of the pitch class) for `pitch`.
+PITCH_CLASS_EXPERTS = ["mel", "pitch-class"]
 ARMS: dict[str, dict[str, Any]] = {
     "coat": {},
     "base": {"model": {"no_think": True}},
     "control": {"model": {"distill_weight": 0.0}},
     "oracle": {"model": {"distill_weight": 0.0, "oracle": True}},
+    "coat-pc": {"experts": PITCH_CLASS_EXPERTS},
+    "oracle-pc": {"experts": PITCH_CLASS_EXPERTS, "model": {"distill_weight": 0.0, "oracle": True}},
 }
 VARIANTS = ("coat", "base", "control")  # the demonstration's arms
-LABELS = {"coat": "CoAT", "base": "baseline", "control": "control", "oracle": "oracle"}
+LABELS = {
+    "coat": "CoAT",
+    "base": "baseline",
+    "control": "control",
+    "oracle": "oracle",
+    "coat-pc": "CoAT (pitch class)",
+    "oracle-pc": "oracle (pitch class)",
+}
 DOSE_PREFIX = "coat-lambda"  # a dose arm: CoAT with another λ (the fifth registration's dose-response)
 
 
@@ -122,6 +133,12 @@ class QuickstartConfig(BaseModel):
     def arms(self) -> tuple[str, ...]:
         return VARIANTS
 
+    @property
+    def extracted(self) -> list[str]:
+        """Every expert some arm trains on, in order of first use: what the extract phase writes."""
+        names = [*self.training.experts, *(e for arm in self.arms for e in arm_settings(arm).get("experts", []))]
+        return list(dict.fromkeys(names))
+
     def run_names(self) -> list[str]:
         return [f"{variant}-seed{seed}" for seed in range(self.seeds) for variant in self.arms]
 
@@ -157,6 +174,11 @@ SPLIT_SEEDS = {"train": 0, "validation": 2, "test": 7}  # synth seeds: no clip o
 class ConfirmConfig(QuickstartConfig):
     """The powered design: train, validation and test splits of the target-carried question types, ≥ 6
     seeds, four arms (baseline, control, CoAT, oracle), likelihood scoring on the test split."""
+
+    # The registered decision, each contrast (a, b) read as b − a: the gate (can the block carry the targets
+    # into answers here?) first, the primary contrast only if the gate passes.
+    gate: ClassVar[tuple[str, str]] = ("control", "oracle")
+    primary: ClassVar[tuple[str, str]] = ("control", "coat")  # CoAT − control: the supervision alone
 
     seeds: int = Field(default=6, ge=1)
     train_clips: int = Field(default=1200, ge=12)
@@ -201,6 +223,11 @@ class ConfirmConfig(QuickstartConfig):
     def arms(self) -> tuple[str, ...]:
         return CONFIRM_ARMS + tuple(dose_arm(w) for w in self.doses)
 
+    @property
+    def contrasts(self) -> tuple[tuple[str, str], ...]:
+        """Every contrast the report gives: the gate, the primary, then the descriptive ones."""
+        return (self.gate, self.primary, ("base", "coat"), ("base", "control"))
+
 
 # --- the sixth registration: clips of one length, a twin with a window that fits them, the whole encoder ----
 # Chosen on the validation split only (docs/EXPERIMENTS.md, "The tries, continued"): with every clip 4 s long,
@@ -226,5 +253,36 @@ class SixthConfig(ConfirmConfig):
         return SIXTH_TRAIN
 
 
+# --- the fifth registration's second part: a pitch-class target for note_name ------------------------------
+PITCH_CLASS_ARMS = ("control", "coat", "coat-pc", "oracle-pc")
+
+
+class PitchClassConfig(ConfirmConfig):
+    """The fourth's splits, twin and training, on `note_name` only; CoAT with the pitch class against CoAT
+    with cents alone, gated by an oracle given the pitch-class targets (docs/EXPERIMENTS.md, fifth)."""
+
+    tasks: tuple[str, ...] = ("note_name",)
+    gate: ClassVar[tuple[str, str]] = ("control", "oracle-pc")
+    primary: ClassVar[tuple[str, str]] = ("coat", "coat-pc")  # what the pitch class adds to cents
+
+    @model_validator(mode="after")
+    def _no_doses(self) -> PitchClassConfig:
+        if self.doses:
+            raise ValueError("the pitch-class design has no λ arms: --doses goes with --design fourth or sixth")
+        return self
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return PITCH_CLASS_ARMS
+
+    @property
+    def contrasts(self) -> tuple[tuple[str, str], ...]:
+        return (self.gate, self.primary, ("control", "coat"), ("control", "coat-pc"))
+
+
 # `coat-pipe quickstart --confirm --design NAME`: the registered designs, by the registration that defines them
-DESIGNS: dict[str, type[ConfirmConfig]] = {"fourth": ConfirmConfig, "sixth": SixthConfig}
+DESIGNS: dict[str, type[ConfirmConfig]] = {
+    "fourth": ConfirmConfig,
+    "sixth": SixthConfig,
+    "pitch-class": PitchClassConfig,
+}

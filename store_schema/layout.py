@@ -22,10 +22,18 @@ FRAME_CHUNK = 4096  # frames per chunk of `frames`: a few hundred kB of float16
 
 KINDS = ("embedding", "spectrum", "probs", "logits", "pitch")
 
-# Pitch targets are (cents, voicing probability). Cents are counted from 10 Hz, the convention of
-# CREPE, so every audible pitch is positive; a frame is voiced at probability >= 0.5.
+# Pitch targets are (cents, voicing probability, then any columns read off the cents, such as the pitch
+# class's sine and cosine). Cents are counted from 10 Hz, the convention of CREPE, so every audible pitch
+# is positive; a frame is voiced at probability >= 0.5. Every column but the voicing is defined on voiced
+# frames only: pooling averages it over them, and a slot or clip with none has no target there.
 CENTS_REFERENCE_HZ = 10.0
 VOICED_THRESHOLD = 0.5
+VOICING_COLUMN = 1
+
+
+def voiced_columns(dim: int) -> list[int]:
+    """The columns of a pitch target defined on voiced frames only: all but the voicing."""
+    return [c for c in range(dim) if c != VOICING_COLUMN]
 
 
 class Status(IntEnum):

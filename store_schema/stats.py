@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from store_schema.corpus import CorpusInfo
-from store_schema.layout import VOICED_THRESHOLD, ExpertSpec, shard_store_path, stats_path
+from store_schema.layout import (
+    VOICED_THRESHOLD,
+    VOICING_COLUMN,
+    ExpertSpec,
+    shard_store_path,
+    stats_path,
+    voiced_columns,
+)
 from store_schema.location import replace_file
 from store_schema.reader import ShardStore
 
@@ -64,12 +71,13 @@ class RunningStats:
 
 
 def stats_mask(kind: str, values: np.ndarray, *, clip: bool = False) -> np.ndarray | None:
-    """Which entries count: for pitch, cents only where voiced (a frame at probability >= 0.5,
-    a clip with any voiced frame: its second column is the voiced fraction)."""
+    """Which entries count: for pitch, cents (every column but the voicing) only where voiced (a frame at
+    probability >= 0.5, a clip with any voiced frame: its second column is the voiced fraction)."""
     if kind != "pitch":
         return None
     mask = np.ones(values.shape, dtype=bool)
-    mask[:, 0] = values[:, 1] > 0 if clip else values[:, 1] >= VOICED_THRESHOLD
+    voicing = values[:, VOICING_COLUMN]
+    mask[:, voiced_columns(values.shape[1])] = (voicing > 0 if clip else voicing >= VOICED_THRESHOLD)[:, None]
     return mask
 
 

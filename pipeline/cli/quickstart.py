@@ -51,7 +51,8 @@ def quickstart(
         typer.Option(
             help="With --confirm: which registered design (docs/EXPERIMENTS.md). sixth: every clip 4 s, a twin "
             "with a 4 s window, the whole audio encoder trained, 500 steps; fourth: 1-8 s clips, the encoder's "
-            "LoRA, 400 steps (its result is reported).",
+            "LoRA, 400 steps (its result is reported); pitch-class: the fourth's training on note_name, CoAT "
+            "with the pitch class's sine and cosine added to the pitch targets against CoAT with cents alone.",
         ),
     ] = "sixth",
     doses: Annotated[
@@ -79,7 +80,8 @@ def quickstart(
     --confirm runs a pre-registered confirmatory design instead (splits, 6
     seeds, an oracle arm as positive control; its report gives a CoAT verdict
     only if the oracle beats the control). --design picks which (sixth, the
-    default, or fourth); --doses adds CoAT arms at other λ to a finished one.
+    default, fourth or pitch-class); --doses adds CoAT arms at other λ to a
+    finished one.
 
     Example: [bold]coat-pipe quickstart --out quickstart --seeds 3[/]
     """

@@ -2,16 +2,16 @@
 
 Store frame j covers [j / rate, (j + 1) / rate) seconds. A native frame belongs to the store frame
 that holds its centre. Most kinds average the frames they hold (embeddings, spectra and probabilities
-are means; logits are the mean of logits). Pitch averages cents over voiced frames only and keeps
-the mean voicing probability. A store frame that holds no native frame (an expert slower than the
-store rate) takes the native frame nearest its centre.
+are means; logits are the mean of logits). Pitch averages cents (and any column read off them, such as
+the pitch class) over voiced frames only and keeps the mean voicing probability. A store frame that
+holds no native frame (an expert slower than the store rate) takes the native frame nearest its centre.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from store_schema.layout import VOICED_THRESHOLD
+from store_schema.layout import VOICED_THRESHOLD, VOICING_COLUMN, voiced_columns
 
 
 def num_store_frames(seconds: float, store_rate: float) -> int:
@@ -46,9 +46,10 @@ def pool_to_store_rate(
     ones = np.ones(len(frames))
     pooled, count = _binned_mean(frames, bins, ones, n_out)
     if kind == "pitch":
-        voiced = (frames[:, 1] >= VOICED_THRESHOLD).astype(np.float64)
-        cents, voiced_count = _binned_mean(frames[:, :1], bins, voiced, n_out)
-        pooled[:, 0] = np.where(voiced_count > 0, cents[:, 0], 0.0)  # unvoiced: 0 cents, voicing says so
+        voiced = (frames[:, VOICING_COLUMN] >= VOICED_THRESHOLD).astype(np.float64)
+        columns = voiced_columns(frames.shape[1])
+        means, voiced_count = _binned_mean(frames[:, columns], bins, voiced, n_out)
+        pooled[:, columns] = np.where(voiced_count[:, None] > 0, means, 0.0)  # unvoiced: 0, voicing says so
     empty = count == 0
     if empty.any():
         centres = (np.flatnonzero(empty) + 0.5) / store_rate
@@ -58,10 +59,12 @@ def pool_to_store_rate(
 
 
 def pool_clip(frames: np.ndarray, kind: str) -> np.ndarray:
-    """The whole-clip target (D,): the mean frame; for pitch, mean voiced cents and the voiced fraction."""
+    """The whole-clip target (D,): the mean frame; for pitch, the voiced frames' mean cents (and pitch
+    class) and the voiced fraction."""
     clip = frames.astype(np.float64).mean(axis=0)
     if kind == "pitch":
-        voiced = frames[:, 1] >= VOICED_THRESHOLD
-        clip[0] = frames[voiced, 0].mean() if voiced.any() else 0.0
-        clip[1] = voiced.mean()
+        voiced = frames[:, VOICING_COLUMN] >= VOICED_THRESHOLD
+        columns = voiced_columns(frames.shape[1])
+        clip[columns] = frames[voiced][:, columns].mean(axis=0) if voiced.any() else 0.0
+        clip[VOICING_COLUMN] = voiced.mean()
     return clip.astype(np.float32)

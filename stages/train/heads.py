@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.train.targets import SlotTargets
+from store_schema.layout import VOICING_COLUMN, voiced_columns
 
 
 class ExpertHead(nn.Module):
@@ -64,9 +65,10 @@ def _part(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
         return _kl(pred, target, mask)
     if kind == "logits":  # multi-label: the expert's logits become per-label probabilities
         return _bce(pred, torch.sigmoid(target), mask)
-    if kind == "pitch":  # masked L1 on z-scored cents + voicing BCE
-        return _masked_mean((pred[..., 0] - target[..., 0]).abs(), mask[..., 0]) + _bce(
-            pred[..., 1], target[..., 1], mask[..., 1]
+    if kind == "pitch":  # masked L1 on z-scored cents (and the pitch class, where given) + voicing BCE
+        columns = voiced_columns(pred.shape[-1])
+        return _masked_mean((pred[..., columns] - target[..., columns]).abs(), mask[..., columns]) + _bce(
+            pred[..., VOICING_COLUMN], target[..., VOICING_COLUMN], mask[..., VOICING_COLUMN]
         )
     raise ValueError(f"unknown target kind {kind!r}")
 

@@ -43,8 +43,8 @@ AUDIO_TOKENS_PER_SECOND = 25  # every supported backbone: Whisper's 100 Hz featu
 TEXT_TOKENS = 96  # chat template, question and answer of a typical clip
 # Store dims of each expert with its default weights (a store's own stats win when the corpus is given).
 EXPERT_DIMS = {
-    "mel": 128, "pitch": 2, "beats": 768, "beats-tags": 527, "whisper": 1280, "wavlm": 1024, "hubert": 1024,
-    "emotion2vec": 1024, "emotion2vec-probs": 9, "wav2vec2-emotion": 4, "clap": 512, "mert": 1024,
+    "mel": 128, "pitch": 2, "pitch-class": 4, "beats": 768, "beats-tags": 527, "whisper": 1280, "wavlm": 1024,
+    "hubert": 1024, "emotion2vec": 1024, "emotion2vec-probs": 9, "wav2vec2-emotion": 4, "clap": 512, "mert": 1024,
 }  # fmt: skip
 
 
@@ -245,7 +245,7 @@ def plan_training(
 def _spec(expert: str, dim: int) -> TargetSpec:
     import numpy as np
 
-    kind = "pitch" if expert == "pitch" else "embedding"
+    kind = "pitch" if expert in ("pitch", "pitch-class") else "embedding"
     zeros, ones = np.zeros(dim, np.float32), np.ones(dim, np.float32)
     return TargetSpec(expert, kind, dim, "-", zeros, ones, zeros, ones)
 

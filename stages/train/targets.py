@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from store_schema.layout import VOICED_THRESHOLD
+from store_schema.layout import VOICED_THRESHOLD, VOICING_COLUMN, voiced_columns
 from store_schema.stats import ExpertStats, StatsSummary
 
 STANDARDISED = ("embedding", "spectrum")  # regression targets; probs and logits keep their scale
@@ -69,7 +69,8 @@ class TargetSpec:
 def pool_to_slots(frames: np.ndarray, k: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """(T, D) store frames -> (K, D) slot targets and a (K, D) mask of defined entries.
 
-    For pitch, slot cents average voiced frames only and are masked where a slot has none.
+    For pitch, slot cents (and every other column but the voicing) average voiced frames only and are
+    masked where a slot has none.
     """
     t, d = frames.shape
     if t == 0:
@@ -85,15 +86,17 @@ def pool_to_slots(frames: np.ndarray, k: int, kind: str) -> tuple[np.ndarray, np
     slots[empty] = x[nearest[empty]]
     mask = np.ones((k, d), dtype=bool)
     if kind == "pitch":  # cents over voiced frames only; a slot without one has no cents target
-        voiced = x[:, 1] >= VOICED_THRESHOLD
-        cents_sum = np.zeros(k)
-        np.add.at(cents_sum, slot_of_frame[voiced], x[voiced, 0])
-        has_cents = np.bincount(slot_of_frame[voiced], minlength=k) > 0
-        cents = cents_sum / np.maximum(np.bincount(slot_of_frame[voiced], minlength=k), 1)
+        columns = voiced_columns(d)
+        voiced = x[:, VOICING_COLUMN] >= VOICED_THRESHOLD
+        voiced_sum = np.zeros((k, len(columns)))
+        np.add.at(voiced_sum, slot_of_frame[voiced], x[voiced][:, columns])
+        voiced_count = np.bincount(slot_of_frame[voiced], minlength=k)
+        has_cents = voiced_count > 0
+        means = voiced_sum / np.maximum(voiced_count, 1)[:, None]
         near = nearest[empty]
-        cents[empty], has_cents[empty] = x[near, 0], voiced[near]
-        slots[:, 0] = np.where(has_cents, cents, 0.0)
-        mask[:, 0] = has_cents
+        means[empty], has_cents[empty] = x[near][:, columns], voiced[near]
+        slots[:, columns] = np.where(has_cents[:, None], means, 0.0)
+        mask[:, columns] = has_cents[:, None]
     return slots.astype(np.float32), mask
 
 
@@ -125,8 +128,8 @@ def make_targets(
         slots[i], slot_mask[i] = spec.standardise(s), m
         clip[i] = spec.standardise(c, clip=True)
         clip_mask[i] = 1.0
-        if spec.kind == "pitch":
-            clip_mask[i, 0] = float(c[1] > 0)  # clip cents exist when any frame was voiced
+        if spec.kind == "pitch":  # clip cents exist when any frame was voiced
+            clip_mask[i, voiced_columns(d)] = float(c[VOICING_COLUMN] > 0)
         valid[i] = 1.0
     as_t = torch.from_numpy
     return SlotTargets(as_t(slots), as_t(slot_mask), as_t(clip), as_t(clip_mask), as_t(valid))

@@ -17,6 +17,7 @@ from store_schema.errors import UserError
 EXPERTS: dict[str, str] = {
     "mel": "stages.extract.experts.mel:MelExpert",
     "pitch": "stages.extract.experts.pitch:PitchExpert",
+    "pitch-class": "stages.extract.experts.pitch:PitchClassExpert",
     "beats": "stages.extract.experts.beats:BeatsExpert",
     "beats-tags": "stages.extract.experts.beats:BeatsTagsExpert",
     "whisper": "stages.extract.experts.whisper:WhisperExpert",
@@ -42,7 +43,7 @@ def expert_table() -> dict[str, tuple[str, str, str, str, str, str]]:
 
 
 # Signal processing, or weights shipped inside a wheel: nothing for --checkpoint/--model to point at.
-WEIGHTLESS = frozenset({"mel", "pitch"})
+WEIGHTLESS = frozenset({"mel", "pitch", "pitch-class"})
 
 
 def weights_by_expert(names: list[str], given: list[str]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`pitch`: F0 in cents and voicing probability from swift-f0, whose ONNX model ships inside its wheel."""
+"""`pitch`: F0 in cents and voicing probability from swift-f0, whose ONNX model ships inside its wheel;
+`pitch-class`: the same, plus where the F0 falls within its octave (the note, whatever the octave)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def hz_to_cents(hz: np.ndarray) -> np.ndarray:
 
 def cents_to_hz(cents: np.ndarray) -> np.ndarray:
     return CENTS_REFERENCE_HZ * 2.0 ** (np.asarray(cents, dtype=np.float64) / 1200.0)
+
+
+def pitch_class(cents: np.ndarray) -> np.ndarray:
+    """(T,) cents -> (T, 2): sine and cosine of 2π (cents mod 1200) / 1200, the position within the octave
+    on a circle (so B and the C above it are neighbours, and a mean over frames stays meaningful)."""
+    angle = 2 * np.pi * np.mod(cents, 1200.0) / 1200.0
+    return np.stack([np.sin(angle), np.cos(angle)], axis=1)
 
 
 class PitchExpert(Expert):
@@ -58,3 +66,26 @@ class PitchExpert(Expert):
             "layer": None,
             "options": {"cents_reference_hz": CENTS_REFERENCE_HZ},
         }
+
+
+class PitchClassExpert(PitchExpert):
+    """`pitch` with the pitch class added: columns (cents, voicing, sin, cos of the pitch class).
+
+    The fifth registration's option of the pitch expert (docs/EXPERIMENTS.md), under its own name so its
+    store sits beside `pitch`'s. The pitch class is defined on voiced frames, like cents: pooling and the
+    loss use it only there. The cents reference is 10 Hz, so the angle 0 is the pitch class of 10 Hz.
+    """
+
+    name = "pitch-class"
+    hears = "pitch and pitch class"
+    dim = 4
+
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return [
+            np.concatenate([frames, pitch_class(frames[:, 0])], axis=1).astype(np.float32)
+            for frames in super().__call__(waves)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        return described | {"options": described["options"] | {"pitch_class": "sin, cos of 2pi (cents mod 1200)/1200"}}

@@ -69,6 +69,7 @@ def _small(seeds: int = 1) -> PitchClassConfig:
     return PitchClassConfig(seeds=seeds, train_clips=12, validation_clips=12, heldout_clips=12)
 
 
+@pytest.mark.slow  # extracts three experts over three small splits: about 7 s
 def test_the_stores_hold_every_arms_experts(tmp_path):
     """The extract phase writes `pitch` for the CoAT (cents) arm and `pitch-class` for the other two."""
     from store_schema.reader import ShardStore

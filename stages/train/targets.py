@@ -91,12 +91,12 @@ def pool_to_slots(frames: np.ndarray, k: int, kind: str) -> tuple[np.ndarray, np
         voiced_sum = np.zeros((k, len(columns)))
         np.add.at(voiced_sum, slot_of_frame[voiced], x[voiced][:, columns])
         voiced_count = np.bincount(slot_of_frame[voiced], minlength=k)
-        has_cents = voiced_count > 0
+        has_voiced = voiced_count > 0
         means = voiced_sum / np.maximum(voiced_count, 1)[:, None]
         near = nearest[empty]
-        means[empty], has_cents[empty] = x[near][:, columns], voiced[near]
-        slots[:, columns] = np.where(has_cents[:, None], means, 0.0)
-        mask[:, columns] = has_cents[:, None]
+        means[empty], has_voiced[empty] = x[near][:, columns], voiced[near]
+        slots[:, columns] = np.where(has_voiced[:, None], means, 0.0)
+        mask[:, columns] = has_voiced[:, None]
     return slots.astype(np.float32), mask
 
 

@@ -1,5 +1,5 @@
 """`coat-pipe quickstart --confirm`: a pre-registered experiment (docs/EXPERIMENTS.md: the fourth, `--design fourth`;
-the sixth, the default), the powered design the default quickstart only demonstrates.
+the sixth and the seventh, the default), the powered design the default quickstart only demonstrates.
 
     DIR/data/{train,validation,test}   synth corpora of the target-carried question types, three seeds
     DIR/runs/{base,control,coat,oracle}-seedN   `coat-pipe train` runs, each scored on the validation split

@@ -54,3 +54,19 @@ def test_the_designs_differ_only_where_their_registrations_say():
         "train.steps": 500,
         "train.model.train_audio_encoder": "full",
     }
+
+
+def test_the_seventh_is_the_sixth_from_a_longer_pretrained_twin():
+    """The seventh registration changes the twin's recipe only (4x the steps on 4x the clips): every run's
+    training, the splits and the arms are the sixth's, and the twin is a different cached folder."""
+    from pipeline.cli.quickstart import DEFAULT_DESIGN
+    from pipeline.quickstart_setup import DESIGNS
+    from stages.config_files import config_dict
+    from stages.train.config import flatten_settings
+
+    sixth, seventh = (DESIGNS[name]() for name in ("sixth", "seventh"))
+    flat6, flat7 = (flatten_settings(config_dict(cfg)) for cfg in (sixth, seventh))
+    assert {k: v for k, v in flat7.items() if flat6.get(k) != v} == {"twin.steps": 1200, "twin.train_clips": 4800}
+    assert seventh.arms == sixth.arms and seventh.run_names() == sixth.run_names()
+    assert seventh.twin.key() != sixth.twin.key()
+    assert DEFAULT_DESIGN == "seventh"  # `--confirm` alone runs the latest registration

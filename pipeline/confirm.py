@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.quickstart import Quickstart, in_workers
-from pipeline.quickstart_setup import SPLIT_SEEDS, ConfirmConfig
+from pipeline.quickstart_setup import DESIGNS, SPLIT_SEEDS, ConfirmConfig, design_of
 from stages.progress import console
 
 
@@ -43,6 +43,16 @@ class Confirm(Quickstart):
 
         held = self.read_back(held)
         return others(held) == others(wanted) and set(held["doses"]) <= set(wanted["doses"])
+
+    def refusal_hint(self, held: dict[str, Any]) -> str:
+        """A folder made by another registered design (the default design changes with each registration):
+        the --design that resumes it."""
+        made_by, asked = design_of(held), next((n for n, cls in DESIGNS.items() if type(self.cfg) is cls), None)
+        return (
+            f", or resume it with --design {made_by}, the design it was made with"
+            if made_by not in (None, asked)
+            else ""
+        )
 
     def splits(self) -> list[tuple[Path, int, int, str]]:
         cfg = self.cfg

@@ -51,9 +51,16 @@ class Quickstart(QuickstartLayout):
             if not self.same_design(held, wanted):
                 old, new = flatten_settings(held), flatten_settings(wanted)
                 changed = ", ".join(f"{k}: {old.get(k)} → {v}" for k, v in new.items() if old.get(k) != v)
-                raise UserError(f"{self.out} holds a quickstart with other settings ({changed}); choose another --out")
+                raise UserError(
+                    f"{self.out} holds a quickstart with other settings ({changed}); choose another --out"
+                    + self.refusal_hint(held)
+                )
         self.out.mkdir(parents=True, exist_ok=True)
         path.write_text(dump_yaml(wanted))
+
+    def refusal_hint(self, held: dict[str, Any]) -> str:
+        """What else to do when DIR holds other settings (`--confirm` names the design that made them)."""
+        return ""
 
     def same_design(self, held: dict[str, Any], wanted: dict[str, Any]) -> bool:
         """Whether DIR's settings (`held`) are the ones asked for: equal, for the demonstration."""

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stages.config_files import merge_settings
+from stages.config_files import config_dict, merge_settings
 from stages.lab.pretrained_twin import TwinRecipe
-from stages.train.config import TrainConfig
+from stages.train.config import TrainConfig, flatten_settings
 
 # The arms of every seed, with their TrainConfig settings (`coat-pipe train` flags: none, --no-think,
 # --block-control). base: no block, no heads; control: the same block and heads as CoAT with λ = 0, so any
@@ -301,3 +301,13 @@ DESIGNS: dict[str, type[ConfirmConfig]] = {
     "seventh": SeventhConfig,
     "pitch-class": PitchClassConfig,
 }
+
+
+def design_of(settings: dict[str, Any]) -> str | None:
+    """The registered design a folder's settings (its quickstart.yaml) were made with: the one design whose
+    defaults they keep wherever the designs' defaults differ; None when none or several fit."""
+    defaults = {name: flatten_settings(config_dict(cls())) for name, cls in DESIGNS.items()}
+    keys = {k for flat in defaults.values() for k in flat if len({repr(d.get(k)) for d in defaults.values()}) > 1}
+    held = flatten_settings(settings)
+    fits = [name for name, flat in defaults.items() if all(held.get(k) == flat.get(k) for k in keys)]
+    return fits[0] if len(fits) == 1 else None

@@ -70,3 +70,24 @@ def test_the_seventh_is_the_sixth_from_a_longer_pretrained_twin():
     assert seventh.arms == sixth.arms and seventh.run_names() == sixth.run_names()
     assert seventh.twin.key() != sixth.twin.key()
     assert DEFAULT_DESIGN == "seventh"  # `--confirm` alone runs the latest registration
+
+
+def test_a_folder_of_another_design_is_refused_naming_the_design_that_resumes_it(tmp_path):
+    """`--confirm`'s default moves to each new registration, so a folder made by the old default is refused
+    (its runs are another design's) with the --design that made it; a design's own folder passes."""
+    from pipeline.quickstart_setup import DESIGNS, design_of
+    from stages.config_files import config_dict
+    from store_schema.errors import UserError
+
+    for name, cls in DESIGNS.items():
+        assert design_of(config_dict(cls())) == name
+    assert design_of(config_dict(DESIGNS["sixth"](seeds=3, train_clips=600))) == "sixth"  # sizes are not design
+    Confirm(tmp_path, DESIGNS["sixth"]()).check_settings()
+    with pytest.raises(UserError, match=r"twin.steps: 300 → 1200.*resume it with --design sixth, the design"):
+        Confirm(tmp_path, DESIGNS["seventh"]()).check_settings()
+    Confirm(tmp_path, DESIGNS["sixth"]()).check_settings()  # its own design still resumes it
+    custom = tmp_path / "custom"
+    Confirm(custom, DESIGNS["sixth"](train={"steps": 50})).check_settings()  # no design's defaults: no hint
+    with pytest.raises(UserError) as refused:
+        Confirm(custom, DESIGNS["seventh"]()).check_settings()
+    assert "--design" not in str(refused.value)

@@ -47,12 +47,10 @@ class Confirm(Quickstart):
     def refusal_hint(self, held: dict[str, Any]) -> str:
         """A folder made by another registered design (the default design changes with each registration):
         the --design that resumes it."""
-        made_by, asked = design_of(held), next((n for n, cls in DESIGNS.items() if type(self.cfg) is cls), None)
-        return (
-            f", or resume it with --design {made_by}, the design it was made with"
-            if made_by not in (None, asked)
-            else ""
-        )
+        made_by = design_of(held)
+        if made_by is None or DESIGNS[made_by] is type(self.cfg):
+            return ""
+        return f", or resume it with --design {made_by}, the design it was made with"
 
     def splits(self) -> list[tuple[Path, int, int, str]]:
         cfg = self.cfg
